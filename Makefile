@@ -1,0 +1,34 @@
+# MobileInst: `make demo` runs the main job on synthetic data, `make test` the tests.
+# Both create the Python 3.10 virtual environment in .venv on first use.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export DETECTRON2_DATASETS ?= $(CURDIR)/datasets
+
+.PHONY: install demo test data benchmark export clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt setup.py
+	@PY310="$$(scripts/find_python310.sh)" && echo "Creating $(VENV) with $$PY310" && \
+	  "$$PY310" -m venv $(VENV)
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -c "import mobileinst, detectron2; print('mobileinst', mobileinst.__version__, 'detectron2', detectron2.__version__)"
+	@touch $(STAMP)
+
+data: install
+	$(PY) datasets/prepare_synthetic.py --root $(DETECTRON2_DATASETS)
+
+demo: install
+	$(PY) tools/quickstart.py --output output/quickstart
+
+test: install
+	$(PY) -m pytest -q tests
+
+benchmark: install
+	$(PY) tools/benchmark.py --config-file configs/coco/MobileInst_TopFormer_base_640.yaml --threads 1
+
+clean:
+	rm -rf output $(VENV)

@@ -1,0 +1,111 @@
+# Copyright (c) MobileInst authors. Licensed under the Apache License 2.0.
+"""Config keys of MobileInst.
+
+Every value that the paper does not give (see MOBILEINST.md, "DEFAULT") has a
+key here so that it can be changed from YAML or the command line.
+"""
+from detectron2.config import CfgNode as CN
+
+
+def add_mobileinst_config(cfg):
+    """Add the MobileInst keys to a detectron2 config (in place)."""
+    cfg.MODEL.MOBILEINST = CN()
+    mi = cfg.MODEL.MOBILEINST
+    mi.NUM_CLASSES = 80
+    # Pad inputs to a multiple of this; 64 keeps X_mask (1/8) an exact 8x of
+    # X6 (1/64) so the max-pool to X_L is a fixed-window pool (exportable).
+    mi.SIZE_DIVISIBILITY = 64
+    # Backbone feature names, in the order X3, X4, X5, X6.
+    mi.IN_FEATURES = ["x3", "x4", "x5", "x6"]
+
+    # ---- semantic-enhanced mask decoder -> X_mask (1/8) -------------------
+    mi.MASK_DECODER = CN()
+    mi.MASK_DECODER.CHANNELS = 128  # DEFAULT (paper: not given; 256 in MOBILEINST.md)
+    mi.MASK_DECODER.KERNEL_DIM = 128  # channels of X_mask and of the kernels K
+    mi.MASK_DECODER.NORM = "BN"
+    # Append 2 normalised coordinate channels before the output conv
+    # (as SparseInst's mask branch does); helps kernels tell instances apart.
+    mi.MASK_DECODER.COORD_FEATURES = True
+    # Use depthwise-separable 3x3 convs in the fusion blocks (faster on CPU).
+    mi.MASK_DECODER.DEPTHWISE = False
+
+    # ---- dual transformer instance decoder ---------------------------------
+    mi.DECODER = CN()
+    mi.DECODER.NUM_QUERIES = 100
+    mi.DECODER.HIDDEN_DIM = 256
+    mi.DECODER.NUM_HEADS = 8
+    mi.DECODER.DIM_FEEDFORWARD = 512
+    mi.DECODER.DROPOUT = 0.0
+    mi.DECODER.PRE_NORM = True
+    # "max" (paper) or "avg": pooling of X_mask to the size of X6 -> X_L.
+    mi.DECODER.LOCAL_POOLING = "max"
+    # Upsample the 1/8 mask logits by this factor for losses and inference.
+    mi.DECODER.MASK_UPSAMPLE = 2
+
+    # ---- loss ---------------------------------------------------------------
+    mi.LOSS = CN()
+    mi.LOSS.CLASS_WEIGHT = 2.0
+    mi.LOSS.MASK_DICE_WEIGHT = 2.0
+    mi.LOSS.MASK_PIXEL_WEIGHT = 2.0
+    mi.LOSS.OBJECTNESS_WEIGHT = 1.0
+    mi.LOSS.FOCAL_ALPHA = 0.25
+    mi.LOSS.FOCAL_GAMMA = 2.0
+    # Threshold on mask probabilities when computing the IoU target of L_obj.
+    mi.LOSS.IOU_MASK_THRESHOLD = 0.4
+
+    # ---- matcher (SparseInst's score = dice^alpha * p_cls^beta) -------------
+    mi.MATCHER = CN()
+    mi.MATCHER.ALPHA = 0.8
+    mi.MATCHER.BETA = 0.2
+
+    # ---- inference -----------------------------------------------------------
+    mi.INFERENCE = CN()
+    mi.INFERENCE.CLS_THRESHOLD = 0.005
+    mi.INFERENCE.MASK_THRESHOLD = 0.45
+    mi.INFERENCE.MAX_DETECTIONS = 100
+
+    # ---- video ---------------------------------------------------------------
+    mi.VIDEO = CN()
+    # Temporal query passing during training on frame pairs (t, t+d).
+    mi.VIDEO.QUERY_PASSING = False
+    # Also supervise frame t (besides t+d) when training on pairs.
+    mi.VIDEO.SUPERVISE_KEY_FRAME = True
+    # Kernel reuse: run the instance decoder every T frames.
+    mi.VIDEO.REUSE_INTERVAL = 3
+    # Kernel association between keyframes (cosine similarity, Hungarian).
+    mi.VIDEO.ASSOCIATION = True
+    # YouTube-VIS output: keep the top-k (query, class) pairs per video.
+    mi.VIDEO.MAX_TRACKS = 10
+    # RLE-encode a track's mask on a frame only where its keyframe score is
+    # above this (keeps per-frame cost and output size bounded).
+    mi.VIDEO.TRACK_SCORE_THRESHOLD = 0.05
+
+    # ---- backbones -------------------------------------------------------------
+    cfg.MODEL.TOPFORMER = CN()
+    cfg.MODEL.TOPFORMER.VARIANT = "base"  # tiny | small | base
+    # Path to an official TopFormer ImageNet checkpoint (weights only), or "".
+    cfg.MODEL.TOPFORMER.WEIGHTS = ""
+    cfg.MODEL.TOPFORMER.DROP_PATH_RATE = 0.1
+    cfg.MODEL.TOPFORMER.NORM = "BN"
+
+    cfg.MODEL.MOBILENETV2 = CN()
+    # Path to torchvision's MobileNetV2 ImageNet state dict, or "".
+    cfg.MODEL.MOBILENETV2.WEIGHTS = ""
+    cfg.MODEL.MOBILENETV2.WIDTH_MULT = 1.0
+    # Channels of X3..X5 after semantic injection.
+    cfg.MODEL.MOBILENETV2.OUT_CHANNELS = 256
+    cfg.MODEL.MOBILENETV2.NUM_HEADS = 8
+    cfg.MODEL.MOBILENETV2.DEPTH = 4
+    cfg.MODEL.MOBILENETV2.DROP_PATH_RATE = 0.1
+    cfg.MODEL.MOBILENETV2.NORM = "BN"
+
+    # ---- data ----------------------------------------------------------------
+    cfg.INPUT.SAMPLING_FRAME_RANGE = 5  # d in [1, range] for frame pairs
+    cfg.INPUT.PSEUDO_VIDEO = False  # COCO images as 2-view pseudo videos
+    # Video test: max frames per clip held in memory by the test mapper.
+    cfg.INPUT.MAX_TEST_FRAMES = 0  # 0 = the whole video
+
+    # ---- solver ----------------------------------------------------------------
+    cfg.SOLVER.OPTIMIZER = "ADAMW"
+    cfg.SOLVER.BACKBONE_MULTIPLIER = 1.0
+    cfg.SOLVER.AMSGRAD = False

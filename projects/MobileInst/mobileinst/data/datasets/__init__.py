@@ -1,0 +1,1 @@
+from . import builtin  # noqa: F401  (registers the datasets)

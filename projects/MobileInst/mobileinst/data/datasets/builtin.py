@@ -1,0 +1,70 @@
+# Copyright (c) MobileInst authors. Licensed under the Apache License 2.0.
+"""Register the datasets under ``$DETECTRON2_DATASETS`` (default ``./datasets``).
+
+* ``synthetic_coco_{train,val}``: ``synthetic_coco/{train,val}`` and
+  ``synthetic_coco/annotations/instances_{train,val}.json``
+* ``synthetic_ytvis_{train,val}``: ``synthetic_ytvis/{train,val}/JPEGImages``
+  and ``synthetic_ytvis/annotations/{train,val}.json``
+* ``ytvis_{2019,2021}_{train,val}`` (see ``ytvis.register_all_ytvis``)
+
+COCO and LVIS come from detectron2's own builtin registration. Nothing is read
+at registration time.
+"""
+import os
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import load_coco_json
+
+from ..synthetic import SYNTHETIC_CATEGORIES
+from .ytvis import _get_ytvis_metadata, register_all_ytvis, register_ytvis_instances
+
+HOW_TO_MAKE = "make it with `python datasets/prepare_synthetic.py --root {root}` (or `make data`)"
+
+
+def synthetic_metadata():
+    cats = sorted(SYNTHETIC_CATEGORIES, key=lambda c: c["id"])
+    return {
+        "thing_classes": [c["name"] for c in cats],
+        "thing_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(cats)},
+    }
+
+
+def _check_exists(path: str, root: str, name: str):
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"Dataset '{name}': '{path}' does not exist; " + HOW_TO_MAKE.format(root=root)
+        )
+
+
+def _load_synthetic_coco(json_file, image_root, name, root):
+    _check_exists(image_root, root, name)
+    _check_exists(json_file, root, name)
+    return load_coco_json(json_file, image_root, name)
+
+
+def register_all_synthetic(root: str, prefix: str = "synthetic"):
+    """Register ``{prefix}_coco_{train,val}`` and ``{prefix}_ytvis_{train,val}`` under ``root``."""
+    for split in ("train", "val"):
+        name = f"{prefix}_coco_{split}"
+        if name not in DatasetCatalog.list():
+            image_root = os.path.join(root, "synthetic_coco", split)
+            json_file = os.path.join(root, "synthetic_coco", "annotations", f"instances_{split}.json")
+            DatasetCatalog.register(
+                name, lambda j=json_file, i=image_root, n=name: _load_synthetic_coco(j, i, n, root)
+            )
+            MetadataCatalog.get(name).set(
+                json_file=json_file, image_root=image_root, evaluator_type="coco", **synthetic_metadata()
+            )
+        name = f"{prefix}_ytvis_{split}"
+        if name not in DatasetCatalog.list():
+            register_ytvis_instances(
+                name,
+                _get_ytvis_metadata(SYNTHETIC_CATEGORIES),
+                os.path.join(root, "synthetic_ytvis", "annotations", f"{split}.json"),
+                os.path.join(root, "synthetic_ytvis", split, "JPEGImages"),
+            )
+
+
+_root = os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
+register_all_synthetic(_root)
+register_all_ytvis(_root)

@@ -1,0 +1,1 @@
+"""Evaluators: detectron2's COCO/LVIS ones for images, YouTube-VIS for video."""

@@ -1,0 +1,118 @@
+# Copyright (c) MobileInst authors. Licensed under the Apache License 2.0.
+"""Semantic-enhanced mask decoder: {X3, X4, X5, X6} -> X_mask (1/8).
+
+    L_i = lateral_i(X_i), X_G = proj(X6)              (1x1 conv + BN + ReLU)
+    top-down:   P5 = SE(L5, X_G), P4 = L4 + up(P5), P3 = L3 + up(P4); 3x3 conv
+    bottom-up:  N3 = P3, N4 = P4 + down(N3), N5 = P5 + down(N4);      3x3 conv
+    top-down:   O5 = SE(N5, X_G), O4 = N4 + up(O5), O3 = N3 + up(O4)
+    X_mask = 1x1 conv([O3, coords]) -> KERNEL_DIM channels
+
+with the semantic enhancer SE(X_l, X_G) = X_l * X_G + X_G (X_G resized to
+X_l). Resampling is bilinear. The instance masks are M = K . X_mask.
+"""
+from typing import Dict, List
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.layers import Conv2d, ShapeSpec, get_norm
+from torch import nn
+
+
+def semantic_enhance(x_local: torch.Tensor, x_global: torch.Tensor) -> torch.Tensor:
+    """SE(X_l, X_G) = X_l * X_G + X_G, with X_G bilinearly resized to X_l."""
+    g = F.interpolate(x_global, size=x_local.shape[-2:], mode="bilinear", align_corners=False)
+    return x_local * g + g
+
+
+def _resize(x, ref):
+    return F.interpolate(x, size=ref.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def coordinate_features(x: torch.Tensor) -> torch.Tensor:
+    """Two channels of normalised (x, y) coordinates in [-1, 1], like x."""
+    b, _, h, w = x.shape
+    ys = torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype)
+    xs = torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype)
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([gx, gy], 0).unsqueeze(0).expand(b, -1, -1, -1)
+
+
+def conv_norm_act(in_ch, out_ch, k, norm, depthwise=False):
+    """Conv + norm + ReLU; with ``depthwise`` a kxk depthwise + 1x1 pointwise."""
+    if depthwise and k > 1:
+        return nn.Sequential(
+            Conv2d(in_ch, in_ch, k, padding=k // 2, groups=in_ch, bias=False, norm=get_norm(norm, in_ch),
+                   activation=F.relu),
+            Conv2d(in_ch, out_ch, 1, bias=False, norm=get_norm(norm, out_ch), activation=F.relu),
+        )
+    return Conv2d(in_ch, out_ch, k, padding=k // 2, bias=not norm, norm=get_norm(norm, out_ch),
+                  activation=F.relu)
+
+
+class SemanticEnhancedMaskDecoder(nn.Module):
+    @configurable
+    def __init__(self, input_shape: Dict[str, ShapeSpec], in_features: List[str], channels: int,
+                 kernel_dim: int, norm: str = "BN", coord_features: bool = True,
+                 depthwise: bool = False):
+        """
+        Args:
+            input_shape: backbone output shapes.
+            in_features: the names of X3, X4, X5, X6, in that order.
+            channels: width of the fusion blocks.
+            kernel_dim: channels of X_mask (= the dimension of the kernels K).
+        """
+        super().__init__()
+        if len(in_features) != 4:
+            raise ValueError(f"MODEL.MOBILEINST.IN_FEATURES must name X3, X4, X5, X6; got {in_features}")
+        self.in_features = list(in_features)
+        self.local_features = self.in_features[:3]
+        self.coord_features = coord_features
+        self.lateral = nn.ModuleList(
+            conv_norm_act(input_shape[f].channels, channels, 1, norm) for f in self.local_features
+        )
+        self.global_proj = conv_norm_act(input_shape[self.in_features[3]].channels, channels, 1, norm)
+        self.top_down_convs = nn.ModuleList(conv_norm_act(channels, channels, 3, norm, depthwise) for _ in range(3))
+        self.bottom_up_convs = nn.ModuleList(conv_norm_act(channels, channels, 3, norm, depthwise) for _ in range(3))
+        self.output = nn.Conv2d(channels + (2 if coord_features else 0), kernel_dim, 1)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        self.kernel_dim = kernel_dim
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        c = cfg.MODEL.MOBILEINST
+        return {
+            "input_shape": input_shape,
+            "in_features": c.IN_FEATURES,
+            "channels": c.MASK_DECODER.CHANNELS,
+            "kernel_dim": c.MASK_DECODER.KERNEL_DIM,
+            "norm": c.MASK_DECODER.NORM,
+            "coord_features": c.MASK_DECODER.COORD_FEATURES,
+            "depthwise": c.MASK_DECODER.DEPTHWISE,
+        }
+
+    def forward(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """Returns X_mask, (B, KERNEL_DIM, H/8, W/8)."""
+        l3, l4, l5 = [lat(features[f]) for lat, f in zip(self.lateral, self.local_features)]
+        x_g = self.global_proj(features[self.in_features[3]])
+        # first top-down pass, semantic enhancer on the coarsest level
+        p5 = semantic_enhance(l5, x_g)
+        p4 = l4 + _resize(p5, l4)
+        p3 = l3 + _resize(p4, l3)
+        p3, p4, p5 = [conv(p) for conv, p in zip(self.top_down_convs, (p3, p4, p5))]
+        # bottom-up pass
+        n3 = p3
+        n4 = p4 + _resize(n3, p4)
+        n5 = p5 + _resize(n4, p5)
+        n3, n4, n5 = [conv(n) for conv, n in zip(self.bottom_up_convs, (n3, n4, n5))]
+        # second top-down pass
+        o5 = semantic_enhance(n5, x_g)
+        o4 = n4 + _resize(o5, n4)
+        o3 = n3 + _resize(o4, n3)
+        if self.coord_features:
+            o3 = torch.cat([o3, coordinate_features(o3)], dim=1)
+        return self.output(o3)

@@ -1,0 +1,202 @@
+# Copyright (c) MobileInst authors. Licensed under the Apache License 2.0.
+"""The MobileInst meta-architecture (paper Fig. 3).
+
+    image -> backbone -> X3, X4, X5 (local), X6 (global)
+          -> semantic-enhanced mask decoder -> X_mask (1/8)
+          -> dual instance decoder (Q -> Q_G on X6 -> on X_L) -> cls, obj, K
+          -> masks M = K . X_mask
+
+Inputs follow detectron2: a list of dicts with "image" (C, H, W) and, for
+training, "instances". A video input has "image" as a list of frames: for
+training a pair (t, t+d) with "instances" a list of two, trained with
+temporal query passing; for inference a whole clip, segmented and tracked
+online with kernel reuse and kernel association (``mobileinst.video``).
+"""
+from typing import Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
+from detectron2.structures import BitMasks, ImageList, PolygonMasks
+from torch import nn
+
+from .criterion import SetCriterion
+from .instance_decoder import DualInstanceDecoder
+from .mask_decoder import SemanticEnhancedMaskDecoder
+from .postprocess import postprocess_instances
+
+
+@META_ARCH_REGISTRY.register()
+class MobileInst(nn.Module):
+    @configurable
+    def __init__(self, *, backbone: nn.Module, mask_decoder: nn.Module, instance_decoder: nn.Module,
+                 criterion: nn.Module, pixel_mean, pixel_std, size_divisibility: int = 64,
+                 mask_upsample: int = 2, cls_threshold: float = 0.005, mask_threshold: float = 0.45,
+                 max_detections: int = 100, query_passing: bool = False, supervise_key_frame: bool = True,
+                 video_cfg: Optional[dict] = None):
+        super().__init__()
+        self.backbone = backbone
+        self.mask_decoder = mask_decoder
+        self.instance_decoder = instance_decoder
+        self.criterion = criterion
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        self.size_divisibility = max(int(size_divisibility), getattr(backbone, "size_divisibility", 0))
+        self.mask_upsample = int(mask_upsample)
+        self.cls_threshold = cls_threshold
+        self.mask_threshold = mask_threshold
+        self.max_detections = max_detections
+        self.query_passing = query_passing
+        self.supervise_key_frame = supervise_key_frame
+        self.video_cfg = dict(video_cfg or {})
+        self.global_feature = "x6"
+
+    @classmethod
+    def from_config(cls, cfg):
+        backbone = build_backbone(cfg)
+        shapes = backbone.output_shape()
+        c = cfg.MODEL.MOBILEINST
+        if not all(f in shapes for f in c.IN_FEATURES):
+            raise ValueError(
+                f"MODEL.MOBILEINST.IN_FEATURES={c.IN_FEATURES} but the backbone "
+                f"{cfg.MODEL.BACKBONE.NAME} gives {sorted(shapes)}"
+            )
+        return {
+            "backbone": backbone,
+            "mask_decoder": SemanticEnhancedMaskDecoder(cfg, shapes),
+            "instance_decoder": DualInstanceDecoder(cfg, shapes),
+            "criterion": SetCriterion(cfg),
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "size_divisibility": c.SIZE_DIVISIBILITY,
+            "mask_upsample": c.DECODER.MASK_UPSAMPLE,
+            "cls_threshold": c.INFERENCE.CLS_THRESHOLD,
+            "mask_threshold": c.INFERENCE.MASK_THRESHOLD,
+            "max_detections": c.INFERENCE.MAX_DETECTIONS,
+            "query_passing": c.VIDEO.QUERY_PASSING,
+            "supervise_key_frame": c.VIDEO.SUPERVISE_KEY_FRAME,
+            "video_cfg": {
+                "reuse_interval": c.VIDEO.REUSE_INTERVAL,
+                "association": c.VIDEO.ASSOCIATION,
+                "max_tracks": c.VIDEO.MAX_TRACKS,
+                "track_score_threshold": c.VIDEO.TRACK_SCORE_THRESHOLD,
+            },
+        }
+
+    @property
+    def device(self):
+        return self.pixel_mean.device
+
+    # ------------------------------------------------------------------ parts
+    def preprocess(self, images: List[torch.Tensor]) -> ImageList:
+        images = [(x.to(self.device) - self.pixel_mean) / self.pixel_std for x in images]
+        return ImageList.from_tensors(images, self.size_divisibility)
+
+    def encode(self, images: torch.Tensor):
+        """Backbone + mask decoder: normalised, padded images -> (X6, X_mask)."""
+        features = self.backbone(images)
+        return features[self.global_feature], self.mask_decoder(features)
+
+    def mask_logits(self, kernels: torch.Tensor, x_mask: torch.Tensor) -> torch.Tensor:
+        """M = K . X_mask, upsampled by MASK_UPSAMPLE: (B, N, D), (B, D, h, w) -> (B, N, h', w')."""
+        masks = torch.einsum("bnd,bdhw->bnhw", kernels, x_mask)
+        if self.mask_upsample != 1:
+            masks = F.interpolate(masks, scale_factor=float(self.mask_upsample), mode="bilinear",
+                                  align_corners=False)
+        return masks
+
+    def predict(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Full image model on a padded, normalised batch (the exportable core)."""
+        x6, x_mask = self.encode(images)
+        out = self.instance_decoder(x6, x_mask)
+        out["pred_masks"] = self.mask_logits(out["pred_kernels"], x_mask)
+        out["mask_features"] = x_mask
+        return out
+
+    # --------------------------------------------------------------- forward
+    def forward(self, batched_inputs: List[dict]):
+        if self.training:
+            return self.losses(batched_inputs)
+        if batched_inputs and isinstance(batched_inputs[0]["image"], (list, tuple)):
+            return [self.inference_video(x) for x in batched_inputs]
+        return self.inference(batched_inputs)
+
+    def prepare_targets(self, instances_list, padded_size) -> List[dict]:
+        """GT masks padded to ``padded_size`` and area-pooled to the mask-logit grid."""
+        stride = 8 // self.mask_upsample
+        ph, pw = padded_size
+        targets = []
+        for inst in instances_list:
+            inst = inst.to(self.device)
+            h, w = inst.image_size
+            masks = inst.gt_masks if inst.has("gt_masks") else None
+            if isinstance(masks, PolygonMasks):
+                masks = BitMasks.from_polygon_masks(masks, h, w)
+            if masks is None:
+                t = torch.zeros((0, h, w), dtype=torch.float32, device=self.device)
+            else:
+                t = masks.tensor.float() if isinstance(masks, BitMasks) else masks.float()
+            padded = t.new_zeros((t.shape[0], ph, pw))
+            padded[:, : t.shape[1], : t.shape[2]] = t
+            if stride > 1 and padded.shape[0]:
+                padded = F.avg_pool2d(padded[:, None], stride, stride)[:, 0]
+            elif stride > 1:
+                padded = padded.new_zeros((0, ph // stride, pw // stride))
+            targets.append({"labels": inst.gt_classes.long(), "masks": padded})
+        return targets
+
+    def _loss_on(self, outputs, x_mask, targets, suffix=""):
+        outputs = dict(outputs)
+        outputs["pred_masks"] = self.mask_logits(outputs["pred_kernels"], x_mask)
+        return {k + suffix: v for k, v in self.criterion(outputs, targets).items()}
+
+    def losses(self, batched_inputs: List[dict]) -> Dict[str, torch.Tensor]:
+        is_pair = isinstance(batched_inputs[0]["image"], (list, tuple))
+        if not is_pair:
+            images = self.preprocess([x["image"] for x in batched_inputs])
+            targets = self.prepare_targets([x["instances"] for x in batched_inputs], images.tensor.shape[-2:])
+            x6, x_mask = self.encode(images.tensor)
+            return self._loss_on(self.instance_decoder(x6, x_mask), x_mask, targets)
+
+        b = len(batched_inputs)
+        frames = [x["image"][0] for x in batched_inputs] + [x["image"][1] for x in batched_inputs]
+        insts = [x["instances"][0] for x in batched_inputs] + [x["instances"][1] for x in batched_inputs]
+        images = self.preprocess(frames)
+        targets = self.prepare_targets(insts, images.tensor.shape[-2:])
+        x6, x_mask = self.encode(images.tensor)
+        dec = self.instance_decoder
+        if not self.query_passing:
+            return self._loss_on(dec(x6, x_mask), x_mask, targets)
+        # Temporal query passing: Q_G of frame t -> local stage of frame t+d.
+        q_global = dec.forward_global(x6[:b])
+        size = x6.shape[-2:]
+        losses = self._loss_on(dec.forward_local(q_global, x_mask[b:], size), x_mask[b:], targets[b:], "_qp")
+        if self.supervise_key_frame:
+            losses.update(self._loss_on(dec.forward_local(q_global, x_mask[:b], size), x_mask[:b], targets[:b]))
+        return losses
+
+    # ------------------------------------------------------------- inference
+    def inference(self, batched_inputs: List[dict]) -> List[dict]:
+        images = self.preprocess([x["image"] for x in batched_inputs])
+        out = self.predict(images.tensor)
+        results = []
+        for i, (x, image_size) in enumerate(zip(batched_inputs, images.image_sizes)):
+            height = x.get("height", image_size[0])
+            width = x.get("width", image_size[1])
+            inst = postprocess_instances(
+                out["pred_logits"][i], out["pred_objectness"][i], out["pred_masks"][i],
+                images.tensor.shape[-2:], image_size, (height, width),
+                self.cls_threshold, self.mask_threshold, self.max_detections,
+            )
+            results.append({"instances": inst})
+        return results
+
+    def inference_video(self, video: dict) -> dict:
+        """Online inference on one clip: see :class:`mobileinst.video.VideoTracker`."""
+        from .video.tracker import VideoTracker
+
+        tracker = VideoTracker.from_model(self, output_size=(video.get("height"), video.get("width")))
+        for frame in video["image"]:
+            tracker.step(frame)
+        return tracker.ytvis_result(video.get("video_id"))

@@ -1,0 +1,157 @@
+#!/usr/bin/env python
+# Copyright (c) MobileInst authors. Licensed under the Apache License 2.0.
+"""MobileInst training and evaluation with detectron2's DefaultTrainer.
+
+    python train_net.py --config-file configs/coco/MobileInst_TopFormer_base_640.yaml --num-gpus 8
+    python train_net.py --config-file ... --eval-only MODEL.WEIGHTS model_final.pth
+
+Only what the model needs is added to the stock trainer: AdamW with parameter
+groups and gradient clipping, MobileInst's dataset mappers, and the
+evaluator chosen by the dataset's ``evaluator_type``.
+"""
+import logging
+import os
+import sys
+import weakref
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
+from detectron2.engine import (
+    AMPTrainer,
+    DefaultTrainer,
+    SimpleTrainer,
+    TrainerBase,
+    default_argument_parser,
+    default_setup,
+    launch,
+)
+from detectron2.engine.defaults import create_ddp_model
+from detectron2.evaluation import COCOEvaluator, DatasetEvaluators, LVISEvaluator, verify_results
+from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+try:
+    import mobileinst  # noqa: F401
+except ImportError:  # running from a checkout without `pip install -e .`
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "projects", "MobileInst"))
+from mobileinst import add_mobileinst_config  # noqa: E402
+from mobileinst.data import build_test_mapper, build_train_mapper, is_video_dataset  # noqa: E402
+
+
+class Trainer(DefaultTrainer):
+    """DefaultTrainer with MobileInst's optimizer, mappers and evaluators."""
+
+    def __init__(self, cfg):
+        # DefaultTrainer.__init__, except that DDP gets device_ids=None on CPU
+        # (detectron2 passes [local_rank], which DDP rejects for CPU modules).
+        TrainerBase.__init__(self)
+        logger = logging.getLogger("detectron2")
+        if not logger.isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        on_cpu = next(model.parameters()).device.type == "cpu"
+        model = create_ddp_model(
+            model, broadcast_buffers=False, **({"device_ids": None} if on_cpu else {})
+        )
+        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
+        if evaluator_type == "coco":
+            return COCOEvaluator(dataset_name, output_dir=output_folder)
+        if evaluator_type == "lvis":
+            return LVISEvaluator(dataset_name, output_dir=output_folder)
+        if evaluator_type == "ytvis":
+            from mobileinst.evaluation.ytvis_evaluation import YTVISEvaluator
+
+            return YTVISEvaluator(dataset_name, output_dir=output_folder)
+        raise NotImplementedError(
+            f"No evaluator for dataset '{dataset_name}' with evaluator_type={evaluator_type!r}; "
+            "expected 'coco', 'lvis' or 'ytvis'"
+        )
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        mapper = build_train_mapper(cfg)
+        if is_video_dataset(cfg.DATASETS.TRAIN[0]):
+            from detectron2.data import get_detection_dataset_dicts
+
+            dataset = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=False)
+            return build_detection_train_loader(cfg, mapper=mapper, dataset=dataset)
+        return build_detection_train_loader(cfg, mapper=mapper)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_detection_test_loader(cfg, dataset_name, mapper=build_test_mapper(cfg, dataset_name))
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        multiplier = cfg.SOLVER.BACKBONE_MULTIPLIER
+        params = get_default_optimizer_params(
+            model,
+            base_lr=cfg.SOLVER.BASE_LR,
+            weight_decay=cfg.SOLVER.WEIGHT_DECAY,
+            weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
+            lr_factor_func=lambda name: multiplier if name.startswith("backbone.") else 1.0,
+            overrides={"query_feat": {"weight_decay": 0.0}, "query_pos": {"weight_decay": 0.0}},
+        )
+        name = cfg.SOLVER.OPTIMIZER.upper()
+        if name == "ADAMW":
+            opt = maybe_add_gradient_clipping(cfg, torch.optim.AdamW)
+            return opt(params, cfg.SOLVER.BASE_LR, amsgrad=cfg.SOLVER.AMSGRAD)
+        if name == "SGD":
+            opt = maybe_add_gradient_clipping(cfg, torch.optim.SGD)
+            return opt(params, cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM, nesterov=cfg.SOLVER.NESTEROV)
+        raise ValueError(f"SOLVER.OPTIMIZER={cfg.SOLVER.OPTIMIZER!r}: expected 'ADAMW' or 'SGD'")
+
+
+def setup(args):
+    cfg = get_cfg()
+    add_mobileinst_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.freeze()
+    default_setup(cfg, args)
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="mobileinst")
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        res = Trainer.test(cfg, model)
+        if comm.is_main_process():
+            verify_results(cfg, res)
+        return res
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    print("Command Line Args:", args)
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
