@@ -113,11 +113,100 @@ def run_image_part(args, metrics):
     return eval_cfg
 
 
+def _gt_tracks(video):
+    """Per GT track id: a bool mask (H, W) or None per frame."""
+    from detectron2.structures import BitMasks, PolygonMasks  # noqa: F401
+    from detectron2.data import detection_utils as utils
+
+    ids = sorted({a["id"] for frame in video["annotations"] for a in frame})
+    tracks = {i: [None] * video["length"] for i in ids}
+    for t, frame in enumerate(video["annotations"]):
+        if frame:
+            inst = utils.annotations_to_instances(frame, (video["height"], video["width"]), mask_format="bitmask")
+            for a, m in zip(frame, inst.gt_masks.tensor):
+                tracks[a["id"]][t] = m.numpy()
+    return list(tracks.values())
+
+
+def count_switches(cfg, model, dataset_name, association, score_threshold=0.3):
+    """Identity switches over a video set with/without kernel association."""
+    from mobileinst.data.ytvis_mapper import YTVISTestMapper
+    from mobileinst.video import VideoTracker, count_id_switches
+
+    mapper = YTVISTestMapper(cfg)
+    total = 0
+    for video in DatasetCatalog.get(dataset_name):
+        inputs = mapper(video)
+        tracker = VideoTracker.from_model(model, association=association, keep_results=False,
+                                          output_size=(video["height"], video["width"]))
+        with torch.no_grad():
+            preds = [tracker.step(f) for f in inputs["image"]]
+        preds = [p[p.scores >= score_threshold] for p in preds]
+        total += count_id_switches(_gt_tracks(video), preds)
+    return total
+
+
+def run_video_part(args, metrics, image_weights):
+    import demo
+
+    cfg = get_cfg()
+    add_mobileinst_config(cfg)
+    cfg.merge_from_file(args.video_config_file)
+    cfg.OUTPUT_DIR = os.path.join(args.output, "video")
+    cfg.MODEL.WEIGHTS = image_weights
+    if args.video_max_iter:
+        cfg.SOLVER.MAX_ITER = args.video_max_iter
+        cfg.SOLVER.STEPS = (int(args.video_max_iter * 0.85),)
+    cfg.freeze()
+    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    logger.info(f"[video 1/3] query-passing training {cfg.SOLVER.MAX_ITER} iterations on {cfg.DATASETS.TRAIN}")
+    start = time.perf_counter()
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    train_time = time.perf_counter() - start
+    model = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
+    model.eval()
+    DetectionCheckpointer(model, cfg.OUTPUT_DIR).save("model_final")
+    logger.info(f"[video 2/3] video AP on {cfg.DATASETS.TEST} (YouTube-VIS protocol), identity switches")
+    start = time.perf_counter()
+    results = Trainer.test(cfg, model)
+    eval_time = time.perf_counter() - start
+    name = cfg.DATASETS.TEST[0]
+    switches = {
+        "with_association": count_switches(cfg, model, name, True),
+        "without_association": count_switches(cfg, model, name, False),
+    }
+    logger.info("[video 3/3] annotated video of the first val video")
+    eval_cfg = cfg.clone()
+    eval_cfg.defrost()
+    eval_cfg.MODEL.WEIGHTS = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
+    eval_cfg.freeze()
+    first = DatasetCatalog.get(name)[0]
+    video_path, json_path, _ = demo.run(eval_cfg, os.path.dirname(first["file_names"][0]),
+                                         os.path.join(args.output, "video_demo"), fps=5)
+    metrics["ytvis"] = dict(results.get("ytvis", {}))
+    metrics["ytvis"].update({
+        "id_switches": switches,
+        "config": os.path.relpath(args.video_config_file, ROOT),
+        "iterations": cfg.SOLVER.MAX_ITER,
+        "train_time_s": round(train_time, 1),
+        "eval_time_s": round(eval_time, 1),
+        "reuse_interval": cfg.MODEL.MOBILEINST.VIDEO.REUSE_INTERVAL,
+        "annotated_video": os.path.relpath(video_path, ROOT),
+        "results_json": os.path.relpath(json_path, ROOT),
+    })
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", default="output/quickstart")
     parser.add_argument("--config-file", default=os.path.join(ROOT, "configs/synthetic/MobileInst_TopFormer_tiny_synthetic.yaml"))
     parser.add_argument("--max-iter", type=int, default=0, help="override SOLVER.MAX_ITER")
+    parser.add_argument("--video-config-file",
+                        default=os.path.join(ROOT, "configs/synthetic/MobileInst_TopFormer_tiny_synthetic_ytvis.yaml"))
+    parser.add_argument("--video-max-iter", type=int, default=0, help="override the video SOLVER.MAX_ITER")
+    parser.add_argument("--no-video", action="store_true", help="skip the video part")
     parser.add_argument("--seed", type=int, default=0, help="synthetic data seed")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = parser.parse_args(argv)
@@ -131,13 +220,21 @@ def main(argv=None):
     generate_all(root, seed=args.seed, log=logger.info)
 
     metrics = {"torch_threads": torch.get_num_threads()}
-    run_image_part(args, metrics)
+    eval_cfg = run_image_part(args, metrics)
+    atomic_write_json(os.path.join(args.output, "metrics.json"), metrics)
+    if not args.no_video:
+        run_video_part(args, metrics, eval_cfg.MODEL.WEIGHTS)
     metrics["total_time_s"] = round(time.perf_counter() - t0, 1)
     path = os.path.join(args.output, "metrics.json")
     atomic_write_json(path, metrics)
     segm = metrics["coco"].get("segm", {})
     logger.info(f"synthetic val mask AP {segm.get('AP', float('nan')):.1f} "
                 f"(AP50 {segm.get('AP50', float('nan')):.1f}); metrics in {path}")
+    if "ytvis" in metrics:
+        v = metrics["ytvis"]
+        logger.info(f"synthetic val video AP {v.get('AP', float('nan')):.1f}; identity switches "
+                    f"{v['id_switches']['with_association']} with association, "
+                    f"{v['id_switches']['without_association']} without")
     return metrics
 
 

@@ -39,6 +39,9 @@ def add_mobileinst_config(cfg):
     mi.DECODER.PRE_NORM = True
     # "max" (paper) or "avg": pooling of X_mask to the size of X6 -> X_L.
     mi.DECODER.LOCAL_POOLING = "max"
+    # Stride of X_L: 64 pools X_mask to the size of X6 (paper); a smaller
+    # multiple of 8 gives the local stage a finer map (helps small inputs).
+    mi.DECODER.LOCAL_POOL_STRIDE = 64
     # Upsample the 1/8 mask logits by this factor for losses and inference.
     mi.DECODER.MASK_UPSAMPLE = 2
 
@@ -102,8 +105,6 @@ def add_mobileinst_config(cfg):
     # ---- data ----------------------------------------------------------------
     cfg.INPUT.SAMPLING_FRAME_RANGE = 5  # d in [1, range] for frame pairs
     cfg.INPUT.PSEUDO_VIDEO = False  # COCO images as 2-view pseudo videos
-    # Video test: max frames per clip held in memory by the test mapper.
-    cfg.INPUT.MAX_TEST_FRAMES = 0  # 0 = the whole video
 
     # ---- solver ----------------------------------------------------------------
     cfg.SOLVER.OPTIMIZER = "ADAMW"

@@ -96,7 +96,8 @@ class DualInstanceDecoder(nn.Module):
     @configurable
     def __init__(self, *, global_channels: int, mask_channels: int, num_classes: int, num_queries: int,
                  hidden_dim: int, num_heads: int, dim_feedforward: int, dropout: float, pre_norm: bool,
-                 kernel_dim: int, local_pooling: str = "max", prior_prob: float = 0.01):
+                 kernel_dim: int, local_pooling: str = "max", local_pool_stride: int = 64,
+                 prior_prob: float = 0.01):
         """
         Args:
             global_channels: channels of X6.
@@ -108,6 +109,11 @@ class DualInstanceDecoder(nn.Module):
         self.num_queries = num_queries
         self.hidden_dim = hidden_dim
         self.local_pooling = local_pooling
+        if local_pool_stride % 8 or local_pool_stride < 8:
+            raise ValueError(
+                f"MODEL.MOBILEINST.DECODER.LOCAL_POOL_STRIDE={local_pool_stride}: expected a multiple of 8"
+            )
+        self.local_pool_stride = local_pool_stride
         self.query_feat = nn.Embedding(num_queries, hidden_dim)
         self.query_pos = nn.Embedding(num_queries, hidden_dim)
         self.global_proj = nn.Linear(global_channels, hidden_dim)
@@ -145,6 +151,7 @@ class DualInstanceDecoder(nn.Module):
             "pre_norm": d.PRE_NORM,
             "kernel_dim": c.MASK_DECODER.KERNEL_DIM,
             "local_pooling": d.LOCAL_POOLING,
+            "local_pool_stride": d.LOCAL_POOL_STRIDE,
         }
 
     def _tokens(self, x: torch.Tensor, proj: nn.Linear) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -152,11 +159,19 @@ class DualInstanceDecoder(nn.Module):
         return proj(x.flatten(2).transpose(1, 2)), pos
 
     def pool_local(self, x_mask: torch.Tensor, size) -> torch.Tensor:
-        """X_L: X_mask pooled to ``size`` (the size of X6).
+        """X_L: X_mask pooled to ``size`` (the size of X6, the paper's choice).
 
         With inputs padded to a multiple of 64 the ratio is an integer and a
         fixed-window pool is used (exportable); otherwise adaptive pooling.
+        With LOCAL_POOL_STRIDE < 64, X_mask is pooled to that stride instead
+        (a finer X_L for small inputs).
         """
+        if self.local_pool_stride != 64:
+            k = self.local_pool_stride // 8
+            if k == 1:
+                return x_mask
+            pool = F.max_pool2d if self.local_pooling == "max" else F.avg_pool2d
+            return pool(x_mask, k, k, ceil_mode=True)
         h, w = x_mask.shape[-2:]
         sh, sw = int(size[0]), int(size[1])
         if h % sh == 0 and w % sw == 0:

@@ -118,7 +118,7 @@ class MobileInst(nn.Module):
     def forward(self, batched_inputs: List[dict]):
         if self.training:
             return self.losses(batched_inputs)
-        if batched_inputs and isinstance(batched_inputs[0]["image"], (list, tuple)):
+        if batched_inputs and not isinstance(batched_inputs[0]["image"], torch.Tensor):
             return [self.inference_video(x) for x in batched_inputs]
         return self.inference(batched_inputs)
 
@@ -152,7 +152,7 @@ class MobileInst(nn.Module):
         return {k + suffix: v for k, v in self.criterion(outputs, targets).items()}
 
     def losses(self, batched_inputs: List[dict]) -> Dict[str, torch.Tensor]:
-        is_pair = isinstance(batched_inputs[0]["image"], (list, tuple))
+        is_pair = not isinstance(batched_inputs[0]["image"], torch.Tensor)
         if not is_pair:
             images = self.preprocess([x["image"] for x in batched_inputs])
             targets = self.prepare_targets([x["instances"] for x in batched_inputs], images.tensor.shape[-2:])

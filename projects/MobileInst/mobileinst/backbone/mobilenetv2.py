@@ -28,13 +28,8 @@ class MobileNetV2Backbone(Backbone):
         super().__init__()
         norm_layer = nn.BatchNorm2d if norm == "BN" else None
         self.features = mobilenet_v2(weights=None, width_mult=width_mult, norm_layer=norm_layer).features[:18]
-        with torch.no_grad():
-            chans = []
-            x = torch.zeros(1, 3, 64, 64)
-            for i, m in enumerate(self.features):
-                x = m(x)
-                if i in _STAGE_ENDS:
-                    chans.append(x.shape[1])
+        # read from the blocks: a probe forward in train mode would change BN running stats
+        chans = [self.features[i].out_channels for i in _STAGE_ENDS]
         self.channels = chans
         embed_dim = sum(chans)
         self.trans = TokenTransformer(embed_dim, depth, 16, num_heads, 2.0, 2.0, drop_path_rate, norm=norm)

@@ -37,4 +37,12 @@ def fuse_conv_bn(model: nn.Module, inplace: bool = False) -> nn.Module:
             module.weight = fused.weight
             module.bias = fused.bias
             module.norm = None
+        elif isinstance(module, nn.Sequential):
+            # torchvision-style Sequential(Conv2d, BatchNorm2d, ...) pairs (MobileNetV2)
+            names = list(module._modules)
+            for a, b in zip(names, names[1:]):
+                conv, bn = module._modules[a], module._modules[b]
+                if type(conv) is nn.Conv2d and _is_bn(bn):
+                    module._modules[a] = fuse_conv_bn_eval(conv, bn)
+                    module._modules[b] = nn.Identity()
     return model

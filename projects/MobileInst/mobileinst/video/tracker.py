@@ -1,0 +1,193 @@
+# Copyright (c) MobileInst authors. Licensed under the Apache License 2.0.
+"""Online video instance segmentation: kernel reuse + kernel association.
+
+Frames arrive one at a time. Every T-th frame (T = REUSE_INTERVAL) is a
+keyframe: the whole model runs and gives kernels K_t, class scores and
+objectness. On the T-1 frames after it only the backbone and the mask
+decoder run, and the keyframe's kernels are reused:
+``M_{t+i} = K_t . X_mask^{t+i}``.
+
+Track identity = query slot. At each keyframe the new kernels are matched to
+the previous keyframe's by cosine similarity with a one-to-one (Hungarian)
+assignment and permuted into the slots they continue (kernel association);
+without association slot i is simply query i. Class scores are averaged over
+keyframes per slot (MinVIS).
+
+State is O(N x (D + C)): the memory of a stream does not grow with its length,
+unless ``keep_results`` asks the tracker to keep the per-frame RLEs of the
+YouTube-VIS output (those grow with the video, as the output itself does).
+"""
+from typing import Dict, List, Optional
+
+import numpy as np
+import pycocotools.mask as mask_util
+import torch
+from detectron2.structures import Boxes, Instances
+
+from ..postprocess import binarize_masks, score_queries
+from .association import associate
+
+
+class VideoTracker:
+    def __init__(self, model, reuse_interval: int = 3, association: bool = True, max_tracks: int = 10,
+                 track_score_threshold: float = 0.05, output_size=None, keep_results: bool = True):
+        """
+        Args:
+            model: a :class:`mobileinst.MobileInst` in eval mode.
+            reuse_interval: T; 1 runs the instance decoder on every frame.
+            association: match keyframe kernels to the previous keyframe's.
+            max_tracks: (slot, class) pairs kept in :meth:`ytvis_result`.
+            track_score_threshold: slots whose keyframe score is below this
+                produce no mask on that keyframe's frames.
+            output_size: (height, width) of the returned masks; default the
+                size of the input frames.
+            keep_results: keep per-frame RLEs for :meth:`ytvis_result`.
+        """
+        if int(reuse_interval) < 1:
+            raise ValueError(f"REUSE_INTERVAL must be >= 1, got {reuse_interval}")
+        self.model = model
+        self.reuse_interval = int(reuse_interval)
+        self.association = association
+        self.max_tracks = max_tracks
+        self.track_score_threshold = track_score_threshold
+        self.output_size = output_size if output_size and None not in output_size else None
+        self.keep_results = keep_results
+        self.reset()
+
+    @classmethod
+    def from_model(cls, model, **overrides):
+        cfg = dict(model.video_cfg)
+        cfg.update(overrides)
+        return cls(model, **cfg)
+
+    def reset(self):
+        self.frame_index = 0
+        self.input_size = None
+        self.kernels = None  # K of the last keyframe, in slot order
+        self.frame_scores = None  # (N,) scores of the last keyframe, slot order
+        self.class_sum = None  # (N, C) sum of per-keyframe class scores
+        self.num_keyframes = 0
+        self.results: List[Dict[int, dict]] = []  # per frame: slot -> RLE
+        self.keyframe_time_s = 0.0
+
+    # ----------------------------------------------------------------------
+    @torch.no_grad()
+    def step(self, frame: torch.Tensor) -> Instances:
+        """Segment one frame (C, H, W, model input format). Returns its instances.
+
+        The returned Instances (at ``output_size``) hold the tracked slots whose
+        keyframe score passes ``track_score_threshold``: ``pred_masks``,
+        ``pred_boxes``, ``scores``, ``pred_classes`` (argmax of the averaged
+        class scores) and ``track_ids`` (the slot).
+        """
+        model = self.model
+        size = tuple(frame.shape[-2:])
+        if self.input_size is None:
+            self.input_size = size
+        elif size != self.input_size:
+            raise ValueError(
+                f"Frame {self.frame_index} has size {size[1]}x{size[0]} (WxH) but the stream started at "
+                f"{self.input_size[1]}x{self.input_size[0]}; start a new stream (reset()) for a new size"
+            )
+        images = model.preprocess([frame])
+        x6, x_mask = model.encode(images.tensor)
+        if self.frame_index % self.reuse_interval == 0:
+            self._keyframe(x6, x_mask)
+        out_size = self.output_size or images.image_sizes[0]
+        slots = torch.nonzero(self.frame_scores > self.track_score_threshold).flatten()
+        mask_logits = model.mask_logits(self.kernels[slots][None], x_mask)[0]
+        if slots.numel():
+            masks, boxes = binarize_masks(mask_logits.sigmoid(), images.tensor.shape[-2:], images.image_sizes[0],
+                                          out_size, model.mask_threshold)
+        else:
+            masks = torch.zeros((0,) + tuple(int(s) for s in out_size), dtype=torch.bool)
+            boxes = torch.zeros((0, 4))
+        inst = Instances(tuple(int(s) for s in out_size))
+        inst.pred_masks = masks
+        inst.pred_boxes = Boxes(boxes)
+        inst.scores = self.frame_scores[slots].cpu()
+        inst.pred_classes = self.class_sum[slots].argmax(-1).cpu()
+        inst.track_ids = slots.cpu()
+        if self.keep_results:
+            self.results.append(self._encode(masks, slots))
+        self.frame_index += 1
+        return inst
+
+    def _keyframe(self, x6, x_mask):
+        out = self.model.instance_decoder(x6, x_mask)
+        kernels = out["pred_kernels"][0]
+        logits = out["pred_logits"][0]
+        objectness = out["pred_objectness"][0]
+        if self.association and self.kernels is not None:
+            perm = associate(self.kernels, kernels)
+            kernels, logits, objectness = kernels[perm], logits[perm], objectness[perm]
+        scores, _ = score_queries(logits, objectness)
+        class_scores = (logits.sigmoid() * objectness.sigmoid()[:, None]).sqrt()
+        self.kernels = kernels
+        self.frame_scores = scores
+        self.class_sum = class_scores if self.class_sum is None else self.class_sum + class_scores
+        self.num_keyframes += 1
+
+    @staticmethod
+    def _encode(masks: torch.Tensor, slots: torch.Tensor) -> Dict[int, dict]:
+        if masks.shape[0] == 0:
+            return {}
+        arr = np.asfortranarray(masks.cpu().numpy().transpose(1, 2, 0).astype(np.uint8))
+        rles = mask_util.encode(arr)
+        return {int(s): r for s, r in zip(slots.tolist(), rles)}
+
+    # ----------------------------------------------------------------------
+    def ytvis_result(self, video_id=None) -> dict:
+        """The YouTube-VIS prediction of the frames seen so far.
+
+        Returns {"video_id", "tracks": [{"score", "category_id" (contiguous),
+        "track_id" (slot), "segmentations": [RLE or None per frame]}]}: the
+        top ``max_tracks`` (slot, class) pairs by class score averaged over
+        keyframes.
+        """
+        if not self.keep_results:
+            raise RuntimeError("VideoTracker(keep_results=False) keeps no per-frame masks")
+        tracks = []
+        if self.class_sum is not None:
+            mean = self.class_sum / max(self.num_keyframes, 1)
+            num_classes = mean.shape[1]
+            k = min(self.max_tracks, mean.numel())
+            scores, idx = mean.flatten().topk(k)
+            for score, i in zip(scores.tolist(), idx.tolist()):
+                slot, cls = divmod(i, num_classes)
+                segs = [frame.get(slot) for frame in self.results]
+                if all(s is None for s in segs):
+                    continue
+                tracks.append({"score": score, "category_id": cls, "track_id": slot, "segmentations": segs})
+        return {"video_id": video_id, "tracks": tracks}
+
+
+def count_id_switches(gt_tracks: List[List[Optional[np.ndarray]]], frame_predictions: List[Instances],
+                      iou_threshold: float = 0.5) -> int:
+    """Identity switches: for every ground-truth track, how often the id of the
+    predicted instance that covers it (mask IoU >= ``iou_threshold``) changes
+    between consecutive frames where it is covered.
+
+    Args:
+        gt_tracks: per GT track, per frame a bool mask (H, W) or None.
+        frame_predictions: per frame, Instances with ``pred_masks`` and ``track_ids``.
+    """
+    switches = 0
+    for track in gt_tracks:
+        last = None
+        for mask, pred in zip(track, frame_predictions):
+            if mask is None or len(pred) == 0:
+                continue
+            pm = pred.pred_masks.flatten(1).float()
+            gm = torch.as_tensor(mask, dtype=torch.float32).flatten()[None]
+            inter = (pm * gm).sum(1)
+            union = pm.sum(1) + gm.sum() - inter
+            iou = inter / union.clamp(min=1)
+            best = int(iou.argmax())
+            if iou[best] < iou_threshold:
+                continue
+            tid = int(pred.track_ids[best])
+            if last is not None and tid != last:
+                switches += 1
+            last = tid
+    return switches

@@ -1,0 +1,232 @@
+#!/usr/bin/env python
+# Copyright (c) MobileInst authors. Licensed under the Apache License 2.0.
+"""Speed of MobileInst next to Detectron2's Mask R-CNN R50-FPN, on this CPU.
+
+Prints a table and writes JSON: parameters, GFLOPs (fvcore, via detectron2's
+``flop_count_operators``), per-module times and the median end-to-end latency
+per image (pre-processing, model, post-processing to full-size masks) at a
+given short side and thread count. Random weights are fine for timing.
+
+    python tools/benchmark.py --config-file configs/coco/MobileInst_TopFormer_base_640.yaml --threads 1
+    python tools/benchmark.py ... --video --frames 30        # per-frame latency for T = 1, 3, 5
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+try:
+    import mobileinst  # noqa: F401
+except ImportError:
+    sys.path.insert(0, os.path.join(ROOT, "projects", "MobileInst"))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from detectron2 import model_zoo  # noqa: E402
+from detectron2.config import get_cfg  # noqa: E402
+from detectron2.modeling import build_model  # noqa: E402
+from detectron2.utils.analysis import flop_count_operators  # noqa: E402
+
+from mobileinst import add_mobileinst_config  # noqa: E402
+from mobileinst.utils.fuse import fuse_conv_bn  # noqa: E402
+from mobileinst.video.tracker import VideoTracker  # noqa: E402
+
+
+def image_size_for(short_side: int, aspect: float = 4 / 3, max_size: int = 0):
+    long_side = int(round(short_side * aspect))
+    if max_size:
+        long_side = min(long_side, max_size)
+    return short_side, long_side
+
+
+def median_ms(fn, runs: int, warmup: int):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times), times
+
+
+def count_params(model) -> float:
+    return sum(p.numel() for p in model.parameters()) / 1e6
+
+
+def gflops(model, inputs) -> float:
+    with torch.no_grad():
+        return float(sum(flop_count_operators(model, inputs).values()))
+
+
+def mobileinst_cfg(args):
+    cfg = get_cfg()
+    add_mobileinst_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.WEIGHTS = ""
+    cfg.merge_from_list(args.opts)
+    return cfg
+
+
+def bench_mobileinst(args, image):
+    cfg = mobileinst_cfg(args)
+    model = build_model(cfg).eval()
+    if args.weights:
+        from detectron2.checkpoint import DetectionCheckpointer
+
+        DetectionCheckpointer(model).load(args.weights)
+    params = count_params(model)
+    if not args.no_fuse:
+        model = fuse_conv_bn(model)
+    inputs = [{"image": image}]
+    res = {"config": os.path.relpath(args.config_file, ROOT), "params_M": round(params, 3),
+           "input_hw": list(image.shape[-2:]), "bn_fused": not args.no_fuse}
+    res["gflops"] = round(gflops(model, inputs), 3)
+    with torch.no_grad():
+        res["latency_ms"], times = median_ms(lambda: model(inputs), args.runs, args.warmup)
+        # per-module profile on the padded, normalised batch
+        batch = model.preprocess([image]).tensor
+        feats = model.backbone(batch)
+        x_mask = model.mask_decoder(feats)
+        out = model.instance_decoder(feats["x6"], x_mask)
+        masks = model.mask_logits(out["pred_kernels"], x_mask)
+        prof = {
+            "preprocess": lambda: model.preprocess([image]),
+            "backbone": lambda: model.backbone(batch),
+            "mask_decoder": lambda: model.mask_decoder(feats),
+            "instance_decoder": lambda: model.instance_decoder(feats["x6"], x_mask),
+            "mask_kernels": lambda: model.mask_logits(out["pred_kernels"], x_mask),
+        }
+        from mobileinst.postprocess import postprocess_instances
+
+        size = batch.shape[-2:]
+        prof["postprocess"] = lambda: postprocess_instances(
+            out["pred_logits"][0], out["pred_objectness"][0], masks[0], size, image.shape[-2:], image.shape[-2:],
+            model.cls_threshold, model.mask_threshold, model.max_detections)
+        res["modules_ms"] = {k: round(median_ms(f, max(3, args.runs // 2), 1)[0], 2) for k, f in prof.items()}
+    res["latency_ms"] = round(res["latency_ms"], 2)
+    res["gflops_per_s"] = round(res["gflops"] / (res["latency_ms"] / 1000), 2)
+    return res, model
+
+
+def bench_maskrcnn(args):
+    cfg = get_cfg()
+    cfg.merge_from_file(model_zoo.get_config_file("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml"))
+    cfg.MODEL.DEVICE = "cpu"
+    model = build_model(cfg).eval()
+    h, w = image_size_for(args.maskrcnn_short_side, max_size=1333)
+    image = torch.as_tensor(np.random.RandomState(1).randint(0, 255, (3, h, w), dtype=np.uint8))
+    inputs = [{"image": image}]
+    res = {"config": "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml (random weights)",
+           "params_M": round(count_params(model), 3), "input_hw": [h, w]}
+    res["gflops"] = round(gflops(model, inputs), 3)
+    with torch.no_grad():
+        res["latency_ms"] = round(median_ms(lambda: model(inputs), max(3, args.runs // 3), 1)[0], 2)
+    res["gflops_per_s"] = round(res["gflops"] / (res["latency_ms"] / 1000), 2)
+    return res
+
+
+def bench_video(args, model, frames):
+    """Per-frame latency of online inference for each T on the same frames."""
+    out = {}
+    for t in args.intervals:
+        tracker = VideoTracker.from_model(model, reuse_interval=t, keep_results=False)
+        with torch.no_grad():
+            for f in frames[: args.warmup]:
+                tracker.step(f)
+            tracker.reset()
+            times = []
+            for f in frames:
+                s = time.perf_counter()
+                tracker.step(f)
+                times.append((time.perf_counter() - s) * 1000)
+        ms = statistics.mean(times)
+        out[f"T={t}"] = {"ms_per_frame": round(ms, 2), "fps": round(1000 / ms, 2)}
+    base = out[f"T={args.intervals[0]}"]["fps"]
+    for v in out.values():
+        v["speedup_vs_first"] = round(v["fps"] / base, 3)
+    return out
+
+
+def synthetic_frames(n, h, w, seed=0):
+    """A moving-shapes clip at the benchmark size (real content, not noise)."""
+    import cv2
+
+    rng = np.random.RandomState(seed)
+    frames = []
+    pos = rng.rand(4, 2) * [w, h]
+    vel = (rng.rand(4, 2) - 0.5) * 0.04 * [w, h]
+    cols = rng.randint(0, 255, (4, 3))
+    bg = cv2.GaussianBlur(rng.randint(0, 255, (h, w, 3)).astype(np.uint8), (0, 0), 15)
+    for _ in range(n):
+        img = bg.copy()
+        for p, c in zip(pos, cols):
+            cv2.circle(img, (int(p[0]), int(p[1])), int(0.12 * min(h, w)), tuple(int(x) for x in c), -1)
+        pos = (pos + vel) % [w, h]
+        frames.append(torch.as_tensor(img.transpose(2, 0, 1).copy()))
+    return frames
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", default=os.path.join(ROOT, "configs/coco/MobileInst_TopFormer_base_640.yaml"))
+    parser.add_argument("--weights", default="", help="optional MobileInst weights (timing needs none)")
+    parser.add_argument("--short-side", type=int, default=640)
+    parser.add_argument("--max-size", type=int, default=864)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (0: all cores)")
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--no-maskrcnn", action="store_true", help="skip the Mask R-CNN reference")
+    parser.add_argument("--maskrcnn-short-side", type=int, default=800)
+    parser.add_argument("--no-fuse", action="store_true", help="keep BatchNorm unfused")
+    parser.add_argument("--video", action="store_true", help="also time online video inference for T in --intervals")
+    parser.add_argument("--intervals", type=int, nargs="+", default=[1, 3, 5])
+    parser.add_argument("--frames", type=int, default=30)
+    parser.add_argument("--output", default="output/benchmark/benchmark.json")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="MobileInst config overrides KEY VALUE ...")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads or os.cpu_count())
+    h, w = image_size_for(args.short_side, max_size=args.max_size)
+    image = torch.as_tensor(np.random.RandomState(0).randint(0, 255, (3, h, w), dtype=np.uint8))
+    report = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                          "threads": torch.get_num_threads(), "torch": torch.__version__}}
+    report["mobileinst"], model = bench_mobileinst(args, image)
+    if args.video:
+        report["video"] = bench_video(args, model, synthetic_frames(args.frames, h, w))
+    if not args.no_maskrcnn:
+        report["mask_rcnn_r50_fpn"] = bench_maskrcnn(args)
+        report["speedup_vs_mask_rcnn"] = round(
+            report["mask_rcnn_r50_fpn"]["latency_ms"] / report["mobileinst"]["latency_ms"], 2)
+
+    mi = report["mobileinst"]
+    print(f"threads {report['machine']['threads']}")
+    print(f"{'model':<34}{'input':>12}{'params M':>10}{'GFLOPs':>9}{'ms':>10}{'GFLOP/s':>9}")
+    rows = [("MobileInst " + os.path.basename(args.config_file), mi)]
+    if "mask_rcnn_r50_fpn" in report:
+        rows.append(("Mask R-CNN R50-FPN", report["mask_rcnn_r50_fpn"]))
+    for name, r in rows:
+        print(f"{name[:34]:<34}{'x'.join(map(str, r['input_hw'])):>12}{r['params_M']:>10.2f}{r['gflops']:>9.2f}"
+              f"{r['latency_ms']:>10.1f}{r['gflops_per_s']:>9.1f}")
+    print("MobileInst modules (ms): " + ", ".join(f"{k} {v}" for k, v in mi["modules_ms"].items()))
+    if "speedup_vs_mask_rcnn" in report:
+        print(f"MobileInst is {report['speedup_vs_mask_rcnn']}x faster than Mask R-CNN R50-FPN")
+    if "video" in report:
+        for k, v in report["video"].items():
+            print(f"video {k}: {v['ms_per_frame']} ms/frame, {v['fps']} fps ({v['speedup_vs_first']}x)")
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    tmp = args.output + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(report, f, indent=2)
+    os.replace(tmp, args.output)
+    print(f"wrote {args.output}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
