@@ -20,66 +20,26 @@ except ImportError:
     sys.path.insert(0, os.path.join(ROOT, "projects", "MobileInst"))
 
 import cv2  # noqa: E402
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from detectron2.config import get_cfg  # noqa: E402
-from detectron2.utils.colormap import colormap  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from mobileinst import add_mobileinst_config  # noqa: E402
 from mobileinst.video import StreamingPredictor, iter_frames  # noqa: E402
 from mobileinst.video.predictor import video_fps  # noqa: E402
-
-_PALETTE = colormap(rgb=False, maximum=255).astype(np.uint8)
-
-
-def track_color(track_id: int) -> tuple:
-    return tuple(int(c) for c in _PALETTE[(track_id * 7) % len(_PALETTE)])
-
-
-def draw_tracks(frame: np.ndarray, instances, class_names=None, score_threshold=0.3, alpha=0.5) -> np.ndarray:
-    """Overlay masks, contours and 'id class score' labels (BGR in, BGR out)."""
-    out = frame.copy()
-    keep = instances.scores >= score_threshold
-    masks = instances.pred_masks[keep].numpy()
-    ids = instances.track_ids[keep].tolist()
-    classes = instances.pred_classes[keep].tolist()
-    scores = instances.scores[keep].tolist()
-    boxes = instances.pred_boxes.tensor[keep].numpy()
-    for m, tid in zip(masks, ids):
-        color = np.array(track_color(tid), dtype=np.float32)
-        out[m] = (out[m] * (1 - alpha) + color * alpha).astype(np.uint8)
-        contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        cv2.drawContours(out, contours, -1, track_color(tid), 1)
-    for tid, c, s, b in zip(ids, classes, scores, boxes):
-        name = class_names[c] if class_names and c < len(class_names) else str(c)
-        cv2.putText(out, f"{tid}:{name} {s:.2f}", (int(b[0]), max(int(b[1]) - 3, 10)),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.4, track_color(tid), 1, cv2.LINE_AA)
-    return out
-
-
-def ytvis_json(result, video_id=1):
-    """Convert a tracker result to the YouTube-VIS results format (counts as str)."""
-    out = []
-    for t in result["tracks"]:
-        segs = []
-        for r in t["segmentations"]:
-            if r is None:
-                segs.append(None)
-            else:
-                counts = r["counts"].decode("ascii") if isinstance(r["counts"], bytes) else r["counts"]
-                segs.append({"size": list(r["size"]), "counts": counts})
-        out.append({"video_id": video_id, "category_id": int(t["category_id"]), "score": float(t["score"]),
-                    "track_id": int(t["track_id"]), "segmentations": segs})
-    return out
-
+from mobileinst_runtime.visualize import draw_tracks, to_ytvis_json  # noqa: E402
 
 def run(cfg, source, output_dir, score_threshold=0.3, video_id=1, class_names=None, fps=None):
     """Run the demo; returns (video path, json path, number of frames)."""
     os.makedirs(output_dir, exist_ok=True)
     predictor = StreamingPredictor(cfg, keep_results=True)
-    if class_names is None and hasattr(predictor, "metadata"):
-        class_names = predictor.metadata.get("thing_classes", None)
+    category_ids = None
+    if hasattr(predictor, "metadata"):
+        if class_names is None:
+            class_names = predictor.metadata.get("thing_classes", None)
+        id_map = predictor.metadata.get("thing_dataset_id_to_contiguous_id", None)
+        if id_map:
+            category_ids = [k for k, _ in sorted(id_map.items(), key=lambda kv: kv[1])]
     video_path = os.path.join(output_dir, "tracks.mp4")
     json_path = os.path.join(output_dir, "results.json")
     tmp_video = os.path.join(output_dir, ".tracks.tmp.mp4")
@@ -88,7 +48,8 @@ def run(cfg, source, output_dir, score_threshold=0.3, video_id=1, class_names=No
     try:
         for n, frame in tqdm(iter_frames(source), desc="frames", unit="frame"):
             inst = predictor(frame)
-            vis = draw_tracks(frame, inst, class_names, score_threshold)
+            vis = draw_tracks(frame, inst.pred_masks.numpy(), inst.track_ids.tolist(), inst.pred_classes.tolist(),
+                              inst.scores.tolist(), class_names, score_threshold)
             if writer is None:
                 h, w = frame.shape[:2]
                 writer = cv2.VideoWriter(tmp_video, cv2.VideoWriter_fourcc(*"mp4v"),
@@ -105,7 +66,7 @@ def run(cfg, source, output_dir, score_threshold=0.3, video_id=1, class_names=No
     writer.release()
     os.replace(tmp_video, video_path)
     with open(json_path + ".tmp", "w") as f:
-        json.dump(ytvis_json(predictor.ytvis_result(video_id), video_id), f)
+        json.dump(to_ytvis_json(predictor.ytvis_result(video_id), video_id, category_ids), f)
     os.replace(json_path + ".tmp", json_path)
     return video_path, json_path, n + 1
 

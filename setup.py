@@ -43,7 +43,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.8",
     package_dir={"": "projects/MobileInst"},
-    packages=find_packages(where="projects/MobileInst", include=["mobileinst", "mobileinst.*"]),
+    packages=find_packages(where="projects/MobileInst", include=["mobileinst", "mobileinst.*", "mobileinst_runtime", "mobileinst_runtime.*"]),
     install_requires=install_requires,
     extras_require={
         "export": ["onnx", "onnxruntime", "onnxscript"],

@@ -42,6 +42,15 @@ def add_mobileinst_config(cfg):
     # Stride of X_L: 64 pools X_mask to the size of X6 (paper); a smaller
     # multiple of 8 gives the local stage a finer map (helps small inputs).
     mi.DECODER.LOCAL_POOL_STRIDE = 64
+    # Beyond the paper: masked attention in the local stage (each query only
+    # attends to X_L inside the mask predicted from its global-stage kernel).
+    mi.DECODER.MASKED_ATTENTION = False
+    # Beyond the paper: a 1x1 per-pixel class head on X_mask whose logits,
+    # averaged inside each query's predicted mask, are added to the query's
+    # class logits (trained with LOSS.SEMANTIC_WEIGHT; converges much faster).
+    mi.DECODER.MASK_POOLED_CLASSIFICATION = False
+    # Also supervise the global stage's queries (through the shared heads).
+    mi.DECODER.DEEP_SUPERVISION = False
     # Upsample the 1/8 mask logits by this factor for losses and inference.
     mi.DECODER.MASK_UPSAMPLE = 2
 
@@ -51,6 +60,8 @@ def add_mobileinst_config(cfg):
     mi.LOSS.MASK_DICE_WEIGHT = 2.0
     mi.LOSS.MASK_PIXEL_WEIGHT = 2.0
     mi.LOSS.OBJECTNESS_WEIGHT = 1.0
+    # Per-pixel class (semantic) loss on X_mask; used with MASK_POOLED_CLASSIFICATION.
+    mi.LOSS.SEMANTIC_WEIGHT = 0.0
     mi.LOSS.FOCAL_ALPHA = 0.25
     mi.LOSS.FOCAL_GAMMA = 2.0
     # Threshold on mask probabilities when computing the IoU target of L_obj.

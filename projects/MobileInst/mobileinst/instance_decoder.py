@@ -14,7 +14,7 @@ stages are exposed separately (``global_stage``, ``local_stage``) for
 temporal query passing, where Q_G of frame t meets X_L of frame t+d.
 """
 import math
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -56,13 +56,17 @@ class MultiHeadAttention(nn.Module):
         self.out_proj = nn.Linear(dim, dim)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, q, k, v):
+    def forward(self, q, k, v, attn_mask: Optional[torch.Tensor] = None):
+        """``attn_mask``: optional (B, Nq, Nk) bool, True where a query may NOT attend."""
         b, nq, d = q.shape
         nk = k.shape[1]
         q = self.q_proj(q).view(b, nq, self.num_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(k).view(b, nk, self.num_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(v).view(b, nk, self.num_heads, self.head_dim).transpose(1, 2)
-        attn = torch.matmul(q * (self.head_dim ** -0.5), k.transpose(-1, -2)).softmax(-1)
+        logits = torch.matmul(q * (self.head_dim ** -0.5), k.transpose(-1, -2))
+        if attn_mask is not None:
+            logits = logits.masked_fill(attn_mask[:, None], -1e4)
+        attn = logits.softmax(-1)
         out = torch.matmul(self.dropout(attn), v).transpose(1, 2).reshape(b, nq, d)
         return self.out_proj(out)
 
@@ -79,14 +83,16 @@ class DecoderStage(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.pre_norm = pre_norm
 
-    def forward(self, query, query_pos, memory, memory_pos):
+    def forward(self, query, query_pos, memory, memory_pos, attn_mask=None):
         if self.pre_norm:
             q = self.norm_cross(query)
-            query = query + self.dropout(self.cross_attn(q + query_pos, memory + memory_pos, memory))
+            query = query + self.dropout(self.cross_attn(q + query_pos, memory + memory_pos, memory, attn_mask))
             q = self.norm_self(query)
             query = query + self.dropout(self.self_attn(q + query_pos, q + query_pos, q))
         else:
-            query = self.norm_cross(query + self.dropout(self.cross_attn(query + query_pos, memory + memory_pos, memory)))
+            query = self.norm_cross(
+                query + self.dropout(self.cross_attn(query + query_pos, memory + memory_pos, memory, attn_mask))
+            )
             q = query + query_pos
             query = self.norm_self(query + self.dropout(self.self_attn(q, q, query)))
         return query
@@ -97,6 +103,7 @@ class DualInstanceDecoder(nn.Module):
     def __init__(self, *, global_channels: int, mask_channels: int, num_classes: int, num_queries: int,
                  hidden_dim: int, num_heads: int, dim_feedforward: int, dropout: float, pre_norm: bool,
                  kernel_dim: int, local_pooling: str = "max", local_pool_stride: int = 64,
+                 masked_attention: bool = False, mask_pooled_classification: bool = False,
                  prior_prob: float = 0.01):
         """
         Args:
@@ -114,6 +121,8 @@ class DualInstanceDecoder(nn.Module):
                 f"MODEL.MOBILEINST.DECODER.LOCAL_POOL_STRIDE={local_pool_stride}: expected a multiple of 8"
             )
         self.local_pool_stride = local_pool_stride
+        self.masked_attention = masked_attention
+        self.mask_pooled_classification = mask_pooled_classification
         self.query_feat = nn.Embedding(num_queries, hidden_dim)
         self.query_pos = nn.Embedding(num_queries, hidden_dim)
         self.global_proj = nn.Linear(global_channels, hidden_dim)
@@ -132,6 +141,11 @@ class DualInstanceDecoder(nn.Module):
         bias = -math.log((1 - prior_prob) / prior_prob)
         nn.init.constant_(self.cls_head.bias, bias)
         nn.init.constant_(self.objectness_head.bias, 0.0)
+        if mask_pooled_classification:
+            # per-pixel class logits on X_mask, averaged inside each query's mask
+            self.semantic_head = nn.Conv2d(mask_channels, num_classes, 1)
+            nn.init.normal_(self.semantic_head.weight, std=0.01)
+            nn.init.constant_(self.semantic_head.bias, bias)
         nn.init.normal_(self.kernel_head.weight, std=0.01)
         nn.init.zeros_(self.kernel_head.bias)
 
@@ -152,6 +166,8 @@ class DualInstanceDecoder(nn.Module):
             "kernel_dim": c.MASK_DECODER.KERNEL_DIM,
             "local_pooling": d.LOCAL_POOLING,
             "local_pool_stride": d.LOCAL_POOL_STRIDE,
+            "masked_attention": d.MASKED_ATTENTION,
+            "mask_pooled_classification": d.MASK_POOLED_CLASSIFICATION,
         }
 
     def _tokens(self, x: torch.Tensor, proj: nn.Linear) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -194,7 +210,34 @@ class DualInstanceDecoder(nn.Module):
         x_local = self.pool_local(x_mask, x6_size)
         memory, pos = self._tokens(x_local, self.local_proj)
         query_pos = self.query_pos.weight.unsqueeze(0).expand(q_global.shape[0], -1, -1)
-        query = self.local_stage(q_global, query_pos, memory, pos)
+        attn_mask = self.local_attention_mask(q_global, x_local) if self.masked_attention else None
+        out = self.predict_heads(self.local_stage(q_global, query_pos, memory, pos, attn_mask))
+        if self.mask_pooled_classification:
+            semantic = self.semantic_head(x_mask)
+            out["pred_semantic"] = semantic
+            # the head's prior bias belongs to the per-pixel loss, not to the queries
+            pooled = self.mask_pool(out["pred_kernels"], x_mask, semantic) - self.semantic_head.bias
+            out["pred_logits"] = out["pred_logits"] + pooled
+        return out
+
+    @staticmethod
+    def mask_pool(kernels: torch.Tensor, x_mask: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """Average of ``values`` (B, C, h, w) inside each query's soft (detached) mask: (B, N, C)."""
+        weights = torch.einsum("bnd,bdhw->bnhw", kernels, x_mask).sigmoid().detach().flatten(2)
+        pooled = torch.einsum("bnp,bcp->bnc", weights, values.flatten(2))
+        return pooled / (weights.sum(-1, keepdim=True) + 1e-3)
+
+    def local_attention_mask(self, q_global: torch.Tensor, x_local: torch.Tensor) -> torch.Tensor:
+        """Masked attention (Mask2Former) for the local stage: each query attends only
+        to the X_L positions inside the mask its global-stage kernel predicts there.
+        A query whose mask is empty attends everywhere."""
+        kernels = self.predict_heads(q_global)["pred_kernels"]
+        logits = torch.einsum("bnd,bdhw->bnhw", kernels, x_local).flatten(2)
+        mask = (logits.sigmoid() < 0.5).detach()
+        return mask & ~mask.all(-1, keepdim=True)
+
+    def predict_heads(self, query: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """FFN, then the class, objectness and kernel heads."""
         query = query + self.ffn(self.ffn_norm(query))
         query = self.out_norm(query)
         return {

@@ -34,6 +34,7 @@ class MobileInst(nn.Module):
                  criterion: nn.Module, pixel_mean, pixel_std, size_divisibility: int = 64,
                  mask_upsample: int = 2, cls_threshold: float = 0.005, mask_threshold: float = 0.45,
                  max_detections: int = 100, query_passing: bool = False, supervise_key_frame: bool = True,
+                 deep_supervision: bool = False,
                  video_cfg: Optional[dict] = None):
         super().__init__()
         self.backbone = backbone
@@ -49,6 +50,7 @@ class MobileInst(nn.Module):
         self.max_detections = max_detections
         self.query_passing = query_passing
         self.supervise_key_frame = supervise_key_frame
+        self.deep_supervision = deep_supervision
         self.video_cfg = dict(video_cfg or {})
         self.global_feature = "x6"
 
@@ -76,6 +78,7 @@ class MobileInst(nn.Module):
             "max_detections": c.INFERENCE.MAX_DETECTIONS,
             "query_passing": c.VIDEO.QUERY_PASSING,
             "supervise_key_frame": c.VIDEO.SUPERVISE_KEY_FRAME,
+            "deep_supervision": c.DECODER.DEEP_SUPERVISION,
             "video_cfg": {
                 "reuse_interval": c.VIDEO.REUSE_INTERVAL,
                 "association": c.VIDEO.ASSOCIATION,
@@ -157,7 +160,7 @@ class MobileInst(nn.Module):
             images = self.preprocess([x["image"] for x in batched_inputs])
             targets = self.prepare_targets([x["instances"] for x in batched_inputs], images.tensor.shape[-2:])
             x6, x_mask = self.encode(images.tensor)
-            return self._loss_on(self.instance_decoder(x6, x_mask), x_mask, targets)
+            return self._image_losses(x6, x_mask, targets)
 
         b = len(batched_inputs)
         frames = [x["image"][0] for x in batched_inputs] + [x["image"][1] for x in batched_inputs]
@@ -167,13 +170,24 @@ class MobileInst(nn.Module):
         x6, x_mask = self.encode(images.tensor)
         dec = self.instance_decoder
         if not self.query_passing:
-            return self._loss_on(dec(x6, x_mask), x_mask, targets)
+            return self._image_losses(x6, x_mask, targets)
         # Temporal query passing: Q_G of frame t -> local stage of frame t+d.
         q_global = dec.forward_global(x6[:b])
         size = x6.shape[-2:]
         losses = self._loss_on(dec.forward_local(q_global, x_mask[b:], size), x_mask[b:], targets[b:], "_qp")
         if self.supervise_key_frame:
             losses.update(self._loss_on(dec.forward_local(q_global, x_mask[:b], size), x_mask[:b], targets[:b]))
+            if self.deep_supervision:
+                losses.update(self._loss_on(dec.predict_heads(q_global), x_mask[:b], targets[:b], "_global"))
+        return losses
+
+    def _image_losses(self, x6, x_mask, targets):
+        dec = self.instance_decoder
+        q_global = dec.forward_global(x6)
+        losses = self._loss_on(dec.forward_local(q_global, x_mask, x6.shape[-2:]), x_mask, targets)
+        if self.deep_supervision:
+            # the global stage's queries through the shared heads, matched on their own
+            losses.update(self._loss_on(dec.predict_heads(q_global), x_mask, targets, "_global"))
         return losses
 
     # ------------------------------------------------------------- inference

@@ -172,10 +172,20 @@ def pyramid_pool(features: List[torch.Tensor], stride: int = 2) -> torch.Tensor:
     The token grid is ``((H32 - 1) // stride + 1, (W32 - 1) // stride + 1)``
     where ``H32 x W32`` is the size of the last (stride-32) level.
     """
-    h, w = features[-1].shape[-2:]
+    h, w = (int(s) for s in features[-1].shape[-2:])
     h = (h - 1) // stride + 1
     w = (w - 1) // stride + 1
-    return torch.cat([F.adaptive_avg_pool2d(f, (h, w)) for f in features], dim=1)
+    return torch.cat([_avg_pool_to(f, h, w) for f in features], dim=1)
+
+
+def _avg_pool_to(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``adaptive_avg_pool2d(x, (h, w))``; a fixed-window pool when the sizes divide
+    (always the case for inputs padded to a multiple of 64), which exports to ONNX."""
+    xh, xw = (int(s) for s in x.shape[-2:])
+    if xh % h == 0 and xw % w == 0:
+        kh, kw = xh // h, xw // w
+        return x if kh == kw == 1 else F.avg_pool2d(x, (kh, kw), (kh, kw))
+    return F.adaptive_avg_pool2d(x, (h, w))
 
 
 def h_sigmoid(x):

@@ -3,26 +3,20 @@
 
 cost = 1 - cosine(K_prev, K_cur), solved one-to-one with
 ``scipy.optimize.linear_sum_assignment`` (MinVIS). One-to-one matching keeps
-duplicates apart without heuristics or thresholds.
+duplicates apart without heuristics or thresholds. The numpy implementation
+is shared with the ONNX runtime (``mobileinst_runtime.tracking``).
 """
-import numpy as np
 import torch
-import torch.nn.functional as F
-from scipy.optimize import linear_sum_assignment
+from mobileinst_runtime import tracking
 
 
 def cosine_cost(prev_kernels: torch.Tensor, cur_kernels: torch.Tensor) -> torch.Tensor:
     """(N, D), (M, D) -> (N, M) cost 1 - cosine similarity."""
-    return 1.0 - F.normalize(prev_kernels.float(), dim=-1) @ F.normalize(cur_kernels.float(), dim=-1).t()
+    return torch.from_numpy(tracking.cosine_cost(prev_kernels.detach().double().cpu().numpy(),
+                                                 cur_kernels.detach().double().cpu().numpy()))
 
 
 def associate(prev_kernels: torch.Tensor, cur_kernels: torch.Tensor) -> torch.Tensor:
-    """Permutation ``perm`` such that current query ``perm[i]`` continues track slot ``i``.
-
-    Both kernel sets have the same number of queries N.
-    """
-    cost = cosine_cost(prev_kernels, cur_kernels).cpu().numpy()
-    rows, cols = linear_sum_assignment(cost)
-    perm = np.empty(len(rows), dtype=np.int64)
-    perm[rows] = cols
+    """Permutation ``perm`` such that current query ``perm[i]`` continues track slot ``i``."""
+    perm = tracking.associate(prev_kernels.detach().float().cpu().numpy(), cur_kernels.detach().float().cpu().numpy())
     return torch.as_tensor(perm, device=cur_kernels.device)

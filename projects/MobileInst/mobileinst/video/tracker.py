@@ -17,12 +17,12 @@ State is O(N x (D + C)): the memory of a stream does not grow with its length,
 unless ``keep_results`` asks the tracker to keep the per-frame RLEs of the
 YouTube-VIS output (those grow with the video, as the output itself does).
 """
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import numpy as np
-import pycocotools.mask as mask_util
 import torch
 from detectron2.structures import Boxes, Instances
+from mobileinst_runtime.tracking import TrackBook
 
 from ..postprocess import binarize_masks, score_queries
 from .association import associate
@@ -65,10 +65,12 @@ class VideoTracker:
         self.input_size = None
         self.kernels = None  # K of the last keyframe, in slot order
         self.frame_scores = None  # (N,) scores of the last keyframe, slot order
-        self.class_sum = None  # (N, C) sum of per-keyframe class scores
-        self.num_keyframes = 0
-        self.results: List[Dict[int, dict]] = []  # per frame: slot -> RLE
-        self.keyframe_time_s = 0.0
+        self.class_scores = None  # (N, C) class scores averaged over keyframes
+        self.book = TrackBook(self.max_tracks, self.keep_results)
+
+    @property
+    def results(self):
+        return self.book.results
 
     # ----------------------------------------------------------------------
     @torch.no_grad()
@@ -106,10 +108,10 @@ class VideoTracker:
         inst.pred_masks = masks
         inst.pred_boxes = Boxes(boxes)
         inst.scores = self.frame_scores[slots].cpu()
-        inst.pred_classes = self.class_sum[slots].argmax(-1).cpu()
+        inst.pred_classes = self.class_scores[slots.cpu()].argmax(-1)
         inst.track_ids = slots.cpu()
         if self.keep_results:
-            self.results.append(self._encode(masks, slots))
+            self.book.add_frame(masks.cpu().numpy(), slots.tolist())
         self.frame_index += 1
         return inst
 
@@ -125,16 +127,8 @@ class VideoTracker:
         class_scores = (logits.sigmoid() * objectness.sigmoid()[:, None]).sqrt()
         self.kernels = kernels
         self.frame_scores = scores
-        self.class_sum = class_scores if self.class_sum is None else self.class_sum + class_scores
-        self.num_keyframes += 1
-
-    @staticmethod
-    def _encode(masks: torch.Tensor, slots: torch.Tensor) -> Dict[int, dict]:
-        if masks.shape[0] == 0:
-            return {}
-        arr = np.asfortranarray(masks.cpu().numpy().transpose(1, 2, 0).astype(np.uint8))
-        rles = mask_util.encode(arr)
-        return {int(s): r for s, r in zip(slots.tolist(), rles)}
+        self.book.add_keyframe(class_scores.float().cpu().numpy())
+        self.class_scores = torch.from_numpy(self.book.mean_class_scores())
 
     # ----------------------------------------------------------------------
     def ytvis_result(self, video_id=None) -> dict:
@@ -145,21 +139,7 @@ class VideoTracker:
         top ``max_tracks`` (slot, class) pairs by class score averaged over
         keyframes.
         """
-        if not self.keep_results:
-            raise RuntimeError("VideoTracker(keep_results=False) keeps no per-frame masks")
-        tracks = []
-        if self.class_sum is not None:
-            mean = self.class_sum / max(self.num_keyframes, 1)
-            num_classes = mean.shape[1]
-            k = min(self.max_tracks, mean.numel())
-            scores, idx = mean.flatten().topk(k)
-            for score, i in zip(scores.tolist(), idx.tolist()):
-                slot, cls = divmod(i, num_classes)
-                segs = [frame.get(slot) for frame in self.results]
-                if all(s is None for s in segs):
-                    continue
-                tracks.append({"score": score, "category_id": cls, "track_id": slot, "segmentations": segs})
-        return {"video_id": video_id, "tracks": tracks}
+        return self.book.ytvis_result(video_id)
 
 
 def count_id_switches(gt_tracks: List[List[Optional[np.ndarray]]], frame_predictions: List[Instances],

@@ -1,0 +1,117 @@
+# Copyright (c) MobileInst authors. Licensed under the Apache License 2.0.
+"""Export wrappers: plain-tensor modules for ONNX and TorchScript (fixed input size).
+
+All pre- and post-processing a runtime needs is inside the graphs, except the
+kernel association between keyframes:
+
+* :class:`ImageModel`: image (1, 3, H, W) uint8/float in the config's
+  channel order -> scores (K,), classes (K,), masks (K, H, W) uint8, the
+  top K = MAX_DETECTIONS queries sorted by score (scores below
+  CLS_THRESHOLD are set to 0).
+* :class:`KeyframeModel`: image -> kernels K (N, D), scores (N,), classes (N,),
+  class_scores (N, C) and mask features X_mask (1, D, h, w).
+* :class:`MaskHead`: (X_mask, kernels (k, D)) -> masks (k, H, W) uint8.
+* :class:`NonKeyframeModel`: (image, kernels (k, D)) -> masks (k, H, W) uint8:
+  kernel reuse, the instance decoder is not in this graph.
+
+The number of kernels k given to the mask graphs may vary at run time.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .postprocess import rescore_by_masks, score_queries
+
+
+def _pad_size(h: int, w: int, divisibility: int):
+    return (h + divisibility - 1) // divisibility * divisibility, (w + divisibility - 1) // divisibility * divisibility
+
+
+class _Base(nn.Module):
+    def __init__(self, model, height: int, width: int):
+        super().__init__()
+        self.model = model.eval()
+        self.height, self.width = int(height), int(width)
+        self.padded = _pad_size(self.height, self.width, model.size_divisibility)
+        self.mask_threshold = float(model.mask_threshold)
+
+    def normalize(self, image: torch.Tensor) -> torch.Tensor:
+        x = (image.float() - self.model.pixel_mean) / self.model.pixel_std
+        ph, pw = self.padded
+        return F.pad(x, (0, pw - self.width, 0, ph - self.height))
+
+    def masks_from(self, kernels: torch.Tensor, x_mask: torch.Tensor) -> torch.Tensor:
+        """(k, D), (1, D, h, w) -> (k, H, W) uint8 at the input size."""
+        logits = self.model.mask_logits(kernels[None], x_mask)[0]
+        ph, pw = self.padded
+        probs = F.interpolate(logits.sigmoid()[None], size=(ph, pw), mode="bilinear", align_corners=False)[0]
+        return (probs[:, : self.height, : self.width] > self.mask_threshold).to(torch.uint8)
+
+
+class ImageModel(_Base):
+    def __init__(self, model, height, width):
+        super().__init__(model, height, width)
+        self.max_detections = int(model.max_detections)
+        self.cls_threshold = float(model.cls_threshold)
+
+    def forward(self, image):
+        out = self.model.predict(self.normalize(image))
+        scores, classes = score_queries(out["pred_logits"][0], out["pred_objectness"][0])
+        mask_logits = out["pred_masks"][0]
+        scores = rescore_by_masks(scores, mask_logits.sigmoid(), self.mask_threshold)
+        scores = torch.where(scores > self.cls_threshold, scores, torch.zeros_like(scores))
+        k = min(self.max_detections, scores.shape[0])
+        scores, idx = scores.topk(k)
+        ph, pw = self.padded
+        probs = F.interpolate(mask_logits[idx].sigmoid()[None], size=(ph, pw), mode="bilinear",
+                              align_corners=False)[0]
+        masks = (probs[:, : self.height, : self.width] > self.mask_threshold).to(torch.uint8)
+        return scores, classes[idx], masks
+
+
+class KeyframeModel(_Base):
+    def forward(self, image):
+        x6, x_mask = self.model.encode(self.normalize(image))
+        out = self.model.instance_decoder(x6, x_mask)
+        logits, objectness = out["pred_logits"][0], out["pred_objectness"][0]
+        scores, classes = score_queries(logits, objectness)
+        class_scores = (logits.sigmoid() * objectness.sigmoid()[:, None]).sqrt()
+        return out["pred_kernels"][0], scores, classes, class_scores, x_mask
+
+
+class MaskHead(_Base):
+    def forward(self, x_mask, kernels):
+        return self.masks_from(kernels, x_mask)
+
+
+class NonKeyframeModel(_Base):
+    def forward(self, image, kernels):
+        _, x_mask = self.model.encode(self.normalize(image))
+        return self.masks_from(kernels, x_mask)
+
+
+def example_inputs(model, height: int, width: int):
+    image = torch.randint(0, 255, (1, 3, height, width), dtype=torch.uint8)
+    d = model.mask_decoder.kernel_dim
+    ph, pw = _pad_size(height, width, model.size_divisibility)
+    x_mask = torch.randn(1, d, ph // 8, pw // 8)
+    kernels = torch.randn(min(4, model.instance_decoder.num_queries), d)
+    return image, x_mask, kernels
+
+
+GRAPHS = ("image", "keyframe", "mask_head", "nonkeyframe")
+
+
+def build_graph_modules(model, height: int, width: int):
+    """name -> (module, example inputs, input names, output names, dynamic axes)."""
+    image, x_mask, kernels = example_inputs(model, height, width)
+    dyn_k = {"kernels": {0: "k"}, "masks": {0: "k"}}
+    return {
+        "image": (ImageModel(model, height, width), (image,), ["image"], ["scores", "classes", "masks"], None),
+        "keyframe": (KeyframeModel(model, height, width), (image,), ["image"],
+                     ["kernels", "scores", "classes", "class_scores", "mask_features"], None),
+        "mask_head": (MaskHead(model, height, width), (x_mask, kernels), ["mask_features", "kernels"], ["masks"],
+                      dyn_k),
+        "nonkeyframe": (NonKeyframeModel(model, height, width), (image, kernels), ["image", "kernels"], ["masks"],
+                        dyn_k),
+    }

@@ -1,0 +1,72 @@
+# Copyright (c) MobileInst authors. Licensed under the Apache License 2.0.
+"""python -m mobileinst_runtime --model-dir DIR --input VIDEO|FOLDER|CAMERA --output OUT"""
+import argparse
+import json
+import os
+
+import cv2
+
+from .frames import iter_frames, video_fps
+from .ort_model import OrtVideoSegmenter
+from .visualize import draw_tracks, to_ytvis_json
+
+
+def run(model_dir, source, output_dir, threads=0, reuse_interval=None, association=None, int8=False,
+        score_threshold=0.3, video_id=1, fps=None, progress=True):
+    """Annotated video (tracks.mp4) + YouTube-VIS json (results.json) with ONNX Runtime."""
+    seg = OrtVideoSegmenter(model_dir, threads, reuse_interval, association, keep_results=True,
+                            suffix="_int8" if int8 else "")
+    os.makedirs(output_dir, exist_ok=True)
+    video_path = os.path.join(output_dir, "tracks.mp4")
+    json_path = os.path.join(output_dir, "results.json")
+    tmp_video = os.path.join(output_dir, ".tracks.tmp.mp4")
+    frames = iter_frames(source)
+    if progress:
+        try:
+            from tqdm import tqdm
+
+            frames = tqdm(frames, desc="frames", unit="frame")
+        except ImportError:
+            pass
+    writer, n = None, 0
+    try:
+        for n, frame in frames:
+            out = seg.step(frame)
+            vis = draw_tracks(frame, out["masks"], out["track_ids"], out["classes"], out["scores"],
+                              seg.class_names, score_threshold)
+            if writer is None:
+                h, w = frame.shape[:2]
+                writer = cv2.VideoWriter(tmp_video, cv2.VideoWriter_fourcc(*"mp4v"), fps or video_fps(source), (w, h))
+            writer.write(vis)
+    except BaseException:
+        if writer is not None:
+            writer.release()
+        if os.path.exists(tmp_video):
+            os.remove(tmp_video)
+        raise
+    writer.release()
+    os.replace(tmp_video, video_path)
+    with open(json_path + ".tmp", "w") as f:
+        json.dump(to_ytvis_json(seg.ytvis_result(video_id), video_id, seg.meta.get("category_ids")), f)
+    os.replace(json_path + ".tmp", json_path)
+    return video_path, json_path, n + 1
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--model-dir", required=True, help="tools/export.py output folder")
+    p.add_argument("--input", required=True, help="video file, folder of frames, or camera index")
+    p.add_argument("--output", default="output/runtime")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--reuse-interval", type=int, default=None, help="T (default: from the export)")
+    p.add_argument("--no-association", action="store_true")
+    p.add_argument("--int8", action="store_true", help="use the *_int8.onnx graphs")
+    p.add_argument("--score-threshold", type=float, default=0.3)
+    a = p.parse_args(argv)
+    video, js, n = run(a.model_dir, a.input, a.output, a.threads, a.reuse_interval,
+                       False if a.no_association else None, a.int8, a.score_threshold)
+    print(f"{n} frames -> {video}, {js}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,218 @@
+#!/usr/bin/env python
+# Copyright (c) MobileInst authors. Licensed under the Apache License 2.0.
+"""Export a trained MobileInst to ONNX and TorchScript for a fixed input size.
+
+    python tools/export.py --config-file configs/synthetic/MobileInst_TopFormer_tiny_synthetic.yaml \
+        --size 256 256 --output output/export MODEL.WEIGHTS output/quickstart/video/model_final.pth
+    python tools/export.py ... --quantize --calib-dir datasets/synthetic_coco/val
+
+Writes (``mobileinst.export`` describes the graphs):
+  image.onnx            image -> scores, classes, masks
+  keyframe.onnx         image -> kernels, scores, classes, class_scores, mask_features
+  mask_head.onnx        mask_features, kernels -> masks
+  nonkeyframe.onnx      image, kernels -> masks        (kernel reuse: no instance decoder)
+  *.ts                  the same graphs as TorchScript (torch.jit.trace)
+  *_int8.onnx           with --quantize: static int8 (QDQ) quantization by onnxruntime
+  export_meta.json      input size/format, normalisation, classes, thresholds, video settings
+and checks every ONNX graph against PyTorch with onnxruntime.
+"""
+import argparse
+import json
+import logging
+import os
+import sys
+import warnings
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+try:
+    import mobileinst  # noqa: F401
+except ImportError:
+    sys.path.insert(0, os.path.join(ROOT, "projects", "MobileInst"))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
+from detectron2.config import get_cfg  # noqa: E402
+from detectron2.data import MetadataCatalog  # noqa: E402
+from detectron2.modeling import build_model  # noqa: E402
+
+from mobileinst import add_mobileinst_config  # noqa: E402
+from mobileinst.export import GRAPHS, build_graph_modules  # noqa: E402
+from mobileinst.utils.fuse import fuse_conv_bn  # noqa: E402
+
+logger = logging.getLogger("mobileinst.export")
+
+
+def _replace(tmp, final):
+    os.replace(tmp, final)
+    return final
+
+
+def export_onnx(module, inputs, input_names, output_names, dynamic_axes, path, opset=17):
+    tmp = path + ".tmp"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, inputs, tmp, input_names=input_names, output_names=output_names,
+                          dynamic_axes=dynamic_axes, opset_version=opset, dynamo=False)
+    return _replace(tmp, path)
+
+
+def export_torchscript(module, inputs, path):
+    tmp = path + ".tmp"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(module, inputs, check_trace=False)
+    traced.save(tmp)
+    return _replace(tmp, path)
+
+
+def check_parity(module, inputs, input_names, path):
+    """Max |onnxruntime - PyTorch| per output (masks: fraction of differing pixels)."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    outs = sess.run(None, {n: x.numpy() for n, x in zip(input_names, inputs)})
+    with torch.no_grad():
+        ref = module(*inputs)
+    ref = ref if isinstance(ref, tuple) else (ref,)
+    report = {}
+    for name, o, r in zip([o.name for o in sess.get_outputs()], outs, ref):
+        r = r.numpy()
+        if o.dtype == np.uint8:
+            report[name] = float((o != r).mean())
+        else:
+            report[name] = float(np.abs(o.astype(np.float64) - r.astype(np.float64)).max())
+    return report
+
+
+def calibration_images(calib_dir, height, width, fmt, num=16):
+    import cv2
+
+    from mobileinst_runtime.ort_model import _Letterbox
+
+    files = []
+    for dirpath, _, names in os.walk(calib_dir):
+        files += [os.path.join(dirpath, n) for n in sorted(names) if n.lower().endswith((".jpg", ".jpeg", ".png"))]
+    if not files:
+        raise FileNotFoundError(f"--calib-dir '{calib_dir}' holds no images")
+    box = _Letterbox({"input_size": [height, width], "input_format": fmt, "pixel_mean": [0, 0, 0]})
+    step = max(1, len(files) // num)
+    out = []
+    for f in files[::step][:num]:
+        img = cv2.imread(f, cv2.IMREAD_COLOR)
+        if img is None:
+            raise OSError(f"Cannot decode calibration image '{f}'")
+        out.append(box(img)[0].astype(np.uint8))
+    return out
+
+
+def quantize(output, graphs, images):
+    """Static int8 QDQ quantization of the ONNX graphs (onnxruntime.quantization)."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self, feeds):
+            self.it = iter(feeds)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    key = ort.InferenceSession(os.path.join(output, "keyframe.onnx"), providers=["CPUExecutionProvider"])
+    key_outs = [key.run(None, {"image": img}) for img in images]
+    feeds = {
+        "image": [{"image": img} for img in images],
+        "keyframe": [{"image": img} for img in images],
+        "mask_head": [{"mask_features": o[4], "kernels": o[0][:4]} for o in key_outs],
+        "nonkeyframe": [{"image": img, "kernels": o[0][:4]} for img, o in zip(images, key_outs)],
+    }
+    written = {}
+    for name in graphs:
+        src = os.path.join(output, f"{name}.onnx")
+        dst = os.path.join(output, f"{name}_int8.onnx")
+        tmp = dst + ".tmp"
+        quantize_static(src, tmp, Reader(feeds[name]), quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
+        written[name] = _replace(tmp, dst)
+    return written
+
+
+def load_model(cfg, fuse=True):
+    model = build_model(cfg).eval()
+    if cfg.MODEL.WEIGHTS:
+        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    return fuse_conv_bn(model) if fuse else model
+
+
+def export(cfg, output, height, width, graphs=GRAPHS, torchscript=True, do_quantize=False, calib_dir=None):
+    """Export ``graphs``; returns a dict report (paths, parity)."""
+    os.makedirs(output, exist_ok=True)
+    model = load_model(cfg)
+    modules = build_graph_modules(model, height, width)
+    report = {"onnx": {}, "torchscript": {}, "parity": {}}
+    for name in graphs:
+        module, inputs, in_names, out_names, dyn = modules[name]
+        path = export_onnx(module, inputs, in_names, out_names, dyn, os.path.join(output, f"{name}.onnx"))
+        report["onnx"][name] = path
+        report["parity"][name] = check_parity(module, inputs, in_names, path)
+        if torchscript:
+            report["torchscript"][name] = export_torchscript(module, inputs, os.path.join(output, f"{name}.ts"))
+        logger.info(f"{name}: {path} parity {report['parity'][name]}")
+    meta_names = MetadataCatalog.get(cfg.DATASETS.TEST[0]).get("thing_classes", None) if cfg.DATASETS.TEST else None
+    meta = {
+        "input_size": [height, width],
+        "input_format": cfg.INPUT.FORMAT,
+        "pixel_mean": list(cfg.MODEL.PIXEL_MEAN),
+        "pixel_std": list(cfg.MODEL.PIXEL_STD),
+        "num_classes": cfg.MODEL.MOBILEINST.NUM_CLASSES,
+        "num_queries": cfg.MODEL.MOBILEINST.DECODER.NUM_QUERIES,
+        "class_names": meta_names,
+        "mask_threshold": cfg.MODEL.MOBILEINST.INFERENCE.MASK_THRESHOLD,
+        "cls_threshold": cfg.MODEL.MOBILEINST.INFERENCE.CLS_THRESHOLD,
+        "video": {
+            "reuse_interval": cfg.MODEL.MOBILEINST.VIDEO.REUSE_INTERVAL,
+            "association": cfg.MODEL.MOBILEINST.VIDEO.ASSOCIATION,
+            "max_tracks": cfg.MODEL.MOBILEINST.VIDEO.MAX_TRACKS,
+            "track_score_threshold": cfg.MODEL.MOBILEINST.VIDEO.TRACK_SCORE_THRESHOLD,
+        },
+        "weights": cfg.MODEL.WEIGHTS,
+    }
+    if do_quantize:
+        if not calib_dir:
+            raise ValueError("--quantize needs --calib-dir (a folder of representative images)")
+        images = calibration_images(calib_dir, height, width, cfg.INPUT.FORMAT)
+        report["int8"] = quantize(output, graphs, images)
+    meta_path = os.path.join(output, "export_meta.json")
+    with open(meta_path + ".tmp", "w") as f:
+        json.dump(meta, f, indent=2)
+    os.replace(meta_path + ".tmp", meta_path)
+    report["meta"] = meta_path
+    return report
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", required=True)
+    parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                        help="fixed input size (default: INPUT.MIN_SIZE_TEST square)")
+    parser.add_argument("--output", default="output/export")
+    parser.add_argument("--graphs", nargs="+", default=list(GRAPHS), choices=list(GRAPHS))
+    parser.add_argument("--no-torchscript", action="store_true")
+    parser.add_argument("--quantize", action="store_true", help="also write int8 (QDQ) graphs")
+    parser.add_argument("--calib-dir", default=None, help="images for int8 calibration")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cfg = get_cfg()
+    add_mobileinst_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.freeze()
+    h, w = args.size or (cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST)
+    report = export(cfg, args.output, h, w, args.graphs, not args.no_torchscript, args.quantize, args.calib_dir)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
