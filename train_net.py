@@ -28,7 +28,7 @@ from detectron2.engine import (
     launch,
 )
 from detectron2.engine.defaults import create_ddp_model
-from detectron2.evaluation import COCOEvaluator, DatasetEvaluators, LVISEvaluator, verify_results
+from detectron2.evaluation import LVISEvaluator, verify_results
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -39,6 +39,7 @@ except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "projects", "MobileInst"))
 from mobileinst import add_mobileinst_config  # noqa: E402
 from mobileinst.data import build_test_mapper, build_train_mapper, is_video_dataset  # noqa: E402
+from mobileinst.evaluation import MobileInstCOCOEvaluator, YTVISEvaluator  # noqa: E402
 
 
 class Trainer(DefaultTrainer):
@@ -72,12 +73,10 @@ class Trainer(DefaultTrainer):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
         if evaluator_type == "coco":
-            return COCOEvaluator(dataset_name, output_dir=output_folder)
+            return MobileInstCOCOEvaluator(dataset_name, output_dir=output_folder)
         if evaluator_type == "lvis":
             return LVISEvaluator(dataset_name, output_dir=output_folder)
         if evaluator_type == "ytvis":
-            from mobileinst.evaluation.ytvis_evaluation import YTVISEvaluator
-
             return YTVISEvaluator(dataset_name, output_dir=output_folder)
         raise NotImplementedError(
             f"No evaluator for dataset '{dataset_name}' with evaluator_type={evaluator_type!r}; "

@@ -150,3 +150,21 @@ def test_ten_thousand_frame_stream_runs_in_constant_memory(model):
     assert {k: v.shape for k, v in vars(tracker).items() if isinstance(v, torch.Tensor)} == state
     assert len(out) > 0  # every frame produced masks (64x64 each): a leak would be > 100 MB
     assert grown < 50, f"RSS grew by {grown:.1f} MB over 9500 frames"
+
+
+def test_reuse_global_features_skips_the_backbone_transformer(model, monkeypatch):
+    calls = []
+    orig = model.backbone.trans.forward
+    monkeypatch.setattr(model.backbone.trans, "forward", lambda x: calls.append(1) or orig(x))
+    tracker = VideoTracker.from_model(model, reuse_interval=3, reuse_global_features=True,
+                                      track_score_threshold=0.0)
+    frames = _frames(6)
+    outs = [tracker.step(f) for f in frames]
+    assert len(calls) == 2  # keyframes 0 and 3 only
+    # on a repeated keyframe image the reused X6 is exact: same masks as a full run
+    t2 = VideoTracker.from_model(model, reuse_interval=3, track_score_threshold=0.0)
+    same = [t2.step(frames[0]), t2.step(frames[0])]
+    t3 = VideoTracker.from_model(model, reuse_interval=3, reuse_global_features=True, track_score_threshold=0.0)
+    reused = [t3.step(frames[0]), t3.step(frames[0])]
+    assert torch.equal(same[1].pred_masks, reused[1].pred_masks)
+    assert all(o.pred_masks.shape[1:] == (64, 96) for o in outs)

@@ -153,6 +153,46 @@ def bench_video(args, model, frames):
     return out
 
 
+def bench_onnx(args, cfg, frames, h, w, threads_list):
+    """ONNX Runtime fp32 / int8: image latency and per-frame video latency for T in --intervals."""
+    import tempfile
+
+    from export import export  # tools/export.py
+
+    from mobileinst_runtime.ort_model import OrtImageSegmenter, OrtVideoSegmenter
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        calib = os.path.join(tmp, "calib")
+        os.makedirs(calib)
+        import cv2
+
+        for i, f in enumerate(frames[:8]):
+            cv2.imwrite(os.path.join(calib, f"{i:03d}.png"), f.permute(1, 2, 0).numpy()[:, :, ::-1])
+        export(cfg, tmp, h, w, torchscript=False, do_quantize=True, calib_dir=calib)
+        bgr = [f.permute(1, 2, 0).numpy()[:, :, ::-1].copy() for f in frames]
+        for threads in threads_list:
+            for kind, suffix in (("fp32", ""), ("int8", "_int8")):
+                key = f"ort_{kind}_threads{threads}"
+                seg = OrtImageSegmenter(tmp, threads, graph=f"image{suffix}.onnx")
+                ms, _ = median_ms(lambda: seg(bgr[0]), args.runs, args.warmup)
+                res = {"image_latency_ms": round(ms, 2)}
+                for t in args.intervals:
+                    vs = OrtVideoSegmenter(tmp, threads, reuse_interval=t, keep_results=False, suffix=suffix)
+                    for f in bgr[: args.warmup]:
+                        vs.step(f)
+                    vs.reset()
+                    times = []
+                    for f in bgr:
+                        s0 = time.perf_counter()
+                        vs.step(f)
+                        times.append((time.perf_counter() - s0) * 1000)
+                    mean = statistics.mean(times)
+                    res[f"T={t}"] = {"ms_per_frame": round(mean, 2), "fps": round(1000 / mean, 2)}
+                out[key] = res
+    return out
+
+
 def synthetic_frames(n, h, w, seed=0):
     """A moving-shapes clip at the benchmark size (real content, not noise)."""
     import cv2
@@ -187,6 +227,10 @@ def main(argv=None):
     parser.add_argument("--video", action="store_true", help="also time online video inference for T in --intervals")
     parser.add_argument("--intervals", type=int, nargs="+", default=[1, 3, 5])
     parser.add_argument("--frames", type=int, default=30)
+    parser.add_argument("--onnx", action="store_true",
+                        help="also export and time ONNX Runtime fp32 and int8 (image, and video for --intervals)")
+    parser.add_argument("--all-threads", action="store_true",
+                        help="time PyTorch and ONNX Runtime at --threads and at all cores")
     parser.add_argument("--output", default="output/benchmark/benchmark.json")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="MobileInst config overrides KEY VALUE ...")
     args = parser.parse_args(argv)
@@ -197,8 +241,22 @@ def main(argv=None):
     report = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                           "threads": torch.get_num_threads(), "torch": torch.__version__}}
     report["mobileinst"], model = bench_mobileinst(args, image)
+    frames = synthetic_frames(args.frames, h, w) if (args.video or args.onnx) else None
     if args.video:
-        report["video"] = bench_video(args, model, synthetic_frames(args.frames, h, w))
+        report["video"] = bench_video(args, model, frames)
+    threads_list = [torch.get_num_threads()]
+    if args.all_threads and os.cpu_count() not in threads_list:
+        threads_list.append(os.cpu_count())
+        torch.set_num_threads(os.cpu_count())
+        report["mobileinst_all_threads"], model_all = bench_mobileinst(args, image)
+        if args.video:
+            report["video_all_threads"] = bench_video(args, model_all, frames)
+        torch.set_num_threads(threads_list[0])
+    if args.onnx:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        report["onnxruntime"] = bench_onnx(args, mobileinst_cfg(args), frames, h, w, threads_list)
+        for v in report["onnxruntime"].values():
+            v["gflops_per_s"] = round(report["mobileinst"]["gflops"] / (v["image_latency_ms"] / 1000), 2)
     if not args.no_maskrcnn:
         report["mask_rcnn_r50_fpn"] = bench_maskrcnn(args)
         report["speedup_vs_mask_rcnn"] = round(
@@ -216,9 +274,15 @@ def main(argv=None):
     print("MobileInst modules (ms): " + ", ".join(f"{k} {v}" for k, v in mi["modules_ms"].items()))
     if "speedup_vs_mask_rcnn" in report:
         print(f"MobileInst is {report['speedup_vs_mask_rcnn']}x faster than Mask R-CNN R50-FPN")
-    if "video" in report:
-        for k, v in report["video"].items():
-            print(f"video {k}: {v['ms_per_frame']} ms/frame, {v['fps']} fps ({v['speedup_vs_first']}x)")
+    if "mobileinst_all_threads" in report:
+        r = report["mobileinst_all_threads"]
+        print(f"MobileInst, {os.cpu_count()} threads: {r['latency_ms']} ms ({r['gflops_per_s']} GFLOP/s)")
+    for key in ("video", "video_all_threads"):
+        for k, v in report.get(key, {}).items():
+            print(f"{key} PyTorch {k}: {v['ms_per_frame']} ms/frame, {v['fps']} fps ({v['speedup_vs_first']}x)")
+    for name, r in report.get("onnxruntime", {}).items():
+        video = ", ".join(f"{k} {v['fps']} fps" for k, v in r.items() if k.startswith("T="))
+        print(f"{name}: image {r['image_latency_ms']} ms ({r['gflops_per_s']} GFLOP/s); video {video}")
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     tmp = args.output + ".tmp"
     with open(tmp, "w") as f:

@@ -86,6 +86,9 @@ def add_mobileinst_config(cfg):
     mi.VIDEO.SUPERVISE_KEY_FRAME = True
     # Kernel reuse: run the instance decoder every T frames.
     mi.VIDEO.REUSE_INTERVAL = 3
+    # Beyond the paper: non-keyframes also reuse the keyframe's global
+    # features X6 (skipping the backbone's transformer blocks).
+    mi.VIDEO.REUSE_GLOBAL_FEATURES = False
     # Kernel association between keyframes (cosine similarity, Hungarian).
     mi.VIDEO.ASSOCIATION = True
     # YouTube-VIS output: keep the top-k (query, class) pairs per video.

@@ -222,8 +222,8 @@ class DualInstanceDecoder(nn.Module):
 
     @staticmethod
     def mask_pool(kernels: torch.Tensor, x_mask: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        """Average of ``values`` (B, C, h, w) inside each query's soft (detached) mask: (B, N, C)."""
-        weights = torch.einsum("bnd,bdhw->bnhw", kernels, x_mask).sigmoid().detach().flatten(2)
+        """Average of ``values`` (B, C, h, w) inside each query's binarised (detached) mask: (B, N, C)."""
+        weights = (torch.einsum("bnd,bdhw->bnhw", kernels, x_mask) > 0).to(values.dtype).detach().flatten(2)
         pooled = torch.einsum("bnp,bcp->bnc", weights, values.flatten(2))
         return pooled / (weights.sum(-1, keepdim=True) + 1e-3)
 

@@ -84,6 +84,7 @@ class MobileInst(nn.Module):
                 "association": c.VIDEO.ASSOCIATION,
                 "max_tracks": c.VIDEO.MAX_TRACKS,
                 "track_score_threshold": c.VIDEO.TRACK_SCORE_THRESHOLD,
+                "reuse_global_features": c.VIDEO.REUSE_GLOBAL_FEATURES,
             },
         }
 
@@ -96,9 +97,13 @@ class MobileInst(nn.Module):
         images = [(x.to(self.device) - self.pixel_mean) / self.pixel_std for x in images]
         return ImageList.from_tensors(images, self.size_divisibility)
 
-    def encode(self, images: torch.Tensor):
-        """Backbone + mask decoder: normalised, padded images -> (X6, X_mask)."""
-        features = self.backbone(images)
+    def encode(self, images: torch.Tensor, x6: Optional[torch.Tensor] = None):
+        """Backbone + mask decoder: normalised, padded images -> (X6, X_mask).
+
+        With ``x6`` given (a keyframe's global features) the backbone's global
+        transformer is skipped and ``x6`` is injected instead.
+        """
+        features = self.backbone(images) if x6 is None else self.backbone(images, x6=x6)
         return features[self.global_feature], self.mask_decoder(features)
 
     def mask_logits(self, kernels: torch.Tensor, x_mask: torch.Tensor) -> torch.Tensor:

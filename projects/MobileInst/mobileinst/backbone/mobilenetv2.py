@@ -43,13 +43,15 @@ class MobileNetV2Backbone(Backbone):
     def size_divisibility(self):
         return 64
 
-    def forward(self, x):
+    def forward(self, x, x6=None):
+        """``x6``: global features to reuse (e.g. a keyframe's): skips the transformer."""
         levels = []
         for i, m in enumerate(self.features):
             x = m(x)
             if i in _STAGE_ENDS:
                 levels.append(x)
-        x6 = self.trans(pyramid_pool(levels, 2))
+        if x6 is None:
+            x6 = self.trans(pyramid_pool(levels, 2))
         slices = torch.split(x6, self.channels, dim=1)
         out = {f"x{i + 3}": self.SIM[i](levels[i + 1], slices[i + 1]) for i in range(3)}
         out["x6"] = x6

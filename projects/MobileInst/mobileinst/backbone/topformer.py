@@ -113,9 +113,11 @@ class TopFormer(Backbone):
     def size_divisibility(self):
         return 64
 
-    def forward(self, x):
+    def forward(self, x, x6=None):
+        """``x6``: global features to reuse (e.g. a keyframe's): skips the transformer."""
         levels = self.tpm(x)
-        x6 = self.trans(pyramid_pool(levels, self.c2t_stride))
+        if x6 is None:
+            x6 = self.trans(pyramid_pool(levels, self.c2t_stride))
         slices = torch.split(x6, self.channels, dim=1)
         return {
             "x3": self.SIM[1](levels[1], slices[1]),

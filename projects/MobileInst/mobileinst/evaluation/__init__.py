@@ -1,1 +1,3 @@
-"""Evaluators: detectron2's COCO/LVIS ones for images, YouTube-VIS for video."""
+"""Evaluators: COCO/LVIS (detectron2's) for images, YouTube-VIS for video."""
+from .coco_evaluation import MobileInstCOCOEvaluator  # noqa: F401
+from .ytvis_evaluation import YTVISEvaluator, evaluate_ytvis  # noqa: F401

@@ -13,7 +13,7 @@ from mobileinst_runtime import tracking
 def cosine_cost(prev_kernels: torch.Tensor, cur_kernels: torch.Tensor) -> torch.Tensor:
     """(N, D), (M, D) -> (N, M) cost 1 - cosine similarity."""
     return torch.from_numpy(tracking.cosine_cost(prev_kernels.detach().double().cpu().numpy(),
-                                                 cur_kernels.detach().double().cpu().numpy()))
+                                                 cur_kernels.detach().double().cpu().numpy())).to(prev_kernels.dtype)
 
 
 def associate(prev_kernels: torch.Tensor, cur_kernels: torch.Tensor) -> torch.Tensor:

@@ -30,7 +30,8 @@ from .association import associate
 
 class VideoTracker:
     def __init__(self, model, reuse_interval: int = 3, association: bool = True, max_tracks: int = 10,
-                 track_score_threshold: float = 0.05, output_size=None, keep_results: bool = True):
+                 track_score_threshold: float = 0.05, output_size=None, keep_results: bool = True,
+                 reuse_global_features: bool = False):
         """
         Args:
             model: a :class:`mobileinst.MobileInst` in eval mode.
@@ -42,6 +43,7 @@ class VideoTracker:
             output_size: (height, width) of the returned masks; default the
                 size of the input frames.
             keep_results: keep per-frame RLEs for :meth:`ytvis_result`.
+            reuse_global_features: non-keyframes also reuse the keyframe's X6.
         """
         if int(reuse_interval) < 1:
             raise ValueError(f"REUSE_INTERVAL must be >= 1, got {reuse_interval}")
@@ -52,6 +54,7 @@ class VideoTracker:
         self.track_score_threshold = track_score_threshold
         self.output_size = output_size if output_size and None not in output_size else None
         self.keep_results = keep_results
+        self.reuse_global_features = reuse_global_features
         self.reset()
 
     @classmethod
@@ -64,6 +67,7 @@ class VideoTracker:
         self.frame_index = 0
         self.input_size = None
         self.kernels = None  # K of the last keyframe, in slot order
+        self.x6 = None  # X6 of the last keyframe
         self.frame_scores = None  # (N,) scores of the last keyframe, slot order
         self.class_scores = None  # (N, C) class scores averaged over keyframes
         self.book = TrackBook(self.max_tracks, self.keep_results)
@@ -92,9 +96,12 @@ class VideoTracker:
                 f"{self.input_size[1]}x{self.input_size[0]}; start a new stream (reset()) for a new size"
             )
         images = model.preprocess([frame])
-        x6, x_mask = model.encode(images.tensor)
-        if self.frame_index % self.reuse_interval == 0:
+        keyframe = self.frame_index % self.reuse_interval == 0
+        reuse_x6 = self.x6 if (self.reuse_global_features and not keyframe) else None
+        x6, x_mask = model.encode(images.tensor, x6=reuse_x6)
+        if keyframe:
             self._keyframe(x6, x_mask)
+            self.x6 = x6 if self.reuse_global_features else None
         out_size = self.output_size or images.image_sizes[0]
         slots = torch.nonzero(self.frame_scores > self.track_score_threshold).flatten()
         mask_logits = model.mask_logits(self.kernels[slots][None], x_mask)[0]

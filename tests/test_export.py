@@ -1,0 +1,121 @@
+"""Export to ONNX / TorchScript, parity with PyTorch, and the detectron2-free runtime."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, small_cfg
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.modeling import build_model
+
+H, W = 128, 160
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, synthetic_root):
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    from export import export
+
+    out = tmp_path_factory.mktemp("export")
+    torch.manual_seed(0)
+    model = build_model(small_cfg())
+    DetectionCheckpointer(model, str(out)).save("weights")
+    cfg = small_cfg("MODEL.WEIGHTS", str(out / "weights.pth"), "DATASETS.TEST", "('test_synthetic_coco_val',)")
+    report = export(cfg, str(out / "graphs"), H, W, do_quantize=True,
+                    calib_dir=os.path.join(synthetic_root, "synthetic_coco", "val"))
+    return cfg, out / "graphs", report
+
+
+def test_graphs_written_and_match_pytorch(exported):
+    cfg, out, report = exported
+    for name in ("image", "keyframe", "mask_head", "nonkeyframe"):
+        assert (out / f"{name}.onnx").exists() and (out / f"{name}.ts").exists()
+        assert (out / f"{name}_int8.onnx").exists()
+    p = report["parity"]
+    assert p["image"]["scores"] < 1e-3 and p["image"]["masks"] < 1e-3 and p["image"]["classes"] == 0
+    assert p["keyframe"]["kernels"] < 1e-3 and p["keyframe"]["class_scores"] < 1e-3
+    assert p["nonkeyframe"]["masks"] < 1e-3
+    meta = json.load(open(out / "export_meta.json"))
+    assert meta["input_size"] == [H, W] and len(meta["class_names"]) == 5
+    assert not any(n.endswith(".tmp") for n in os.listdir(out))
+
+
+def test_onnx_image_model_matches_pytorch_instances(exported):
+    """Per instance: mask IoU >= 0.99 and score within 1e-3 of the PyTorch model."""
+    import onnxruntime as ort
+
+    from mobileinst.export import ImageModel
+    from mobileinst.utils.fuse import fuse_conv_bn
+
+    cfg, out, _ = exported
+    model = build_model(cfg).eval()
+    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    img = torch.randint(0, 255, (1, 3, H, W), dtype=torch.uint8, generator=torch.Generator().manual_seed(5))
+    sess = ort.InferenceSession(str(out / "image.onnx"), providers=["CPUExecutionProvider"])
+    scores, classes, masks = sess.run(None, {"image": img.numpy()})
+    with torch.no_grad():
+        ref_scores, ref_classes, ref_masks = ImageModel(fuse_conv_bn(model), H, W)(img)
+        # and the unfused PyTorch inference path on the same image
+        inst = model([{"image": img[0]}])[0]["instances"]
+    np.testing.assert_allclose(scores, ref_scores.numpy(), atol=1e-3)
+    np.testing.assert_array_equal(classes, ref_classes.numpy())
+    for m, r in zip(masks.astype(bool), ref_masks.numpy().astype(bool)):
+        union = (m | r).sum()
+        assert union == 0 or (m & r).sum() / union >= 0.99
+    top = inst.scores.argsort(descending=True)[:3]
+    np.testing.assert_allclose(scores[:3], inst.scores[top].numpy(), atol=1e-3)
+    for m, r in zip(masks[:3].astype(bool), inst.pred_masks[top].numpy()):
+        union = (m | r).sum()
+        assert union == 0 or (m & r).sum() / union >= 0.99
+
+
+def test_mask_graphs_take_any_number_of_kernels(exported):
+    import onnxruntime as ort
+
+    _, out, _ = exported
+    key = ort.InferenceSession(str(out / "keyframe.onnx"), providers=["CPUExecutionProvider"])
+    head = ort.InferenceSession(str(out / "mask_head.onnx"), providers=["CPUExecutionProvider"])
+    nonkey = ort.InferenceSession(str(out / "nonkeyframe.onnx"), providers=["CPUExecutionProvider"])
+    img = np.random.RandomState(0).randint(0, 255, (1, 3, H, W)).astype(np.uint8)
+    kernels, scores, classes, class_scores, x_mask = key.run(None, {"image": img})
+    assert kernels.shape == (20, 64) and class_scores.shape == (20, 5) and x_mask.shape == (1, 64, 16, 24)  # padded to 128x192, stride 8
+    for k in (1, 7, 20):
+        (m1,) = head.run(None, {"mask_features": x_mask, "kernels": kernels[:k]})
+        (m2,) = nonkey.run(None, {"image": img, "kernels": kernels[:k]})
+        assert m1.shape == (k, H, W) and m1.dtype == np.uint8
+        np.testing.assert_array_equal(m1, m2)  # same frame: reuse == recompute
+
+
+def test_torchscript_graph_runs(exported):
+    _, out, _ = exported
+    ts = torch.jit.load(str(out / "image.ts"))
+    scores, classes, masks = ts(torch.zeros(1, 3, H, W, dtype=torch.uint8))
+    assert masks.shape[1:] == (H, W)
+
+
+def test_runtime_needs_no_torch_or_detectron2(exported, synthetic_root, tmp_path):
+    """The runtime CLI in a process where torch and detectron2 cannot be imported."""
+    _, out, _ = exported
+    video = os.path.join(synthetic_root, "synthetic_ytvis", "val", "JPEGImages")
+    video = os.path.join(video, sorted(os.listdir(video))[0])
+    blocker = tmp_path / "block"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class _Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'detectron2', 'mobileinst', 'torchvision'):\n"
+        "            raise ImportError('blocked: ' + name)\n"
+        "sys.meta_path.insert(0, _Block())\n")
+    env = dict(os.environ, PYTHONPATH=f"{blocker}:{os.path.join(ROOT, 'projects', 'MobileInst')}")
+    proc = subprocess.run([sys.executable, "-m", "mobileinst_runtime", "--model-dir", str(out), "--input", video,
+                           "--output", str(tmp_path / "rt")], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.load(open(tmp_path / "rt" / "results.json"))
+    assert isinstance(res, list)
+    for t in res:
+        assert len(t["segmentations"]) == 8 and 1 <= t["category_id"] <= 5
+    assert (tmp_path / "rt" / "tracks.mp4").stat().st_size > 0
