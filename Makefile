@@ -14,7 +14,7 @@ $(STAMP): requirements.txt setup.py
 	@PY310="$$(scripts/find_python310.sh)" && echo "Creating $(VENV) with $$PY310" && \
 	  "$$PY310" -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m pip install --quiet --no-deps -e .
 	$(PY) -c "import mobileinst, detectron2; print('mobileinst', mobileinst.__version__, 'detectron2', detectron2.__version__)"
 	@touch $(STAMP)
 

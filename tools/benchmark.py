@@ -81,6 +81,7 @@ def bench_mobileinst(args, image):
 
         DetectionCheckpointer(model).load(args.weights)
     params = count_params(model)
+    raw_model = model
     if not args.no_fuse:
         model = fuse_conv_bn(model)
     inputs = [{"image": image}]
@@ -111,7 +112,7 @@ def bench_mobileinst(args, image):
         res["modules_ms"] = {k: round(median_ms(f, max(3, args.runs // 2), 1)[0], 2) for k, f in prof.items()}
     res["latency_ms"] = round(res["latency_ms"], 2)
     res["gflops_per_s"] = round(res["gflops"] / (res["latency_ms"] / 1000), 2)
-    return res, model
+    return res, model, raw_model
 
 
 def bench_maskrcnn(args):
@@ -131,11 +132,21 @@ def bench_maskrcnn(args):
     return res
 
 
+def tracked_slots_threshold(model, frame, k):
+    """A track-score threshold that keeps the top ``k`` queries of ``frame``: with random
+    weights every query passes the configured threshold, which no trained model does."""
+    with torch.no_grad():
+        out = model.predict(model.preprocess([frame]).tensor)
+        scores = (out["pred_logits"][0].sigmoid().amax(-1) * out["pred_objectness"][0].sigmoid()).sqrt()
+    return float(scores.sort(descending=True).values[min(k, scores.numel()) - 1]) - 1e-6
+
+
 def bench_video(args, model, frames):
     """Per-frame latency of online inference for each T on the same frames."""
-    out = {}
+    out = {"tracked_slots": args.tracked_slots}
+    thr = tracked_slots_threshold(model, frames[0], args.tracked_slots)
     for t in args.intervals:
-        tracker = VideoTracker.from_model(model, reuse_interval=t, keep_results=False)
+        tracker = VideoTracker.from_model(model, reuse_interval=t, keep_results=False, track_score_threshold=thr)
         with torch.no_grad():
             for f in frames[: args.warmup]:
                 tracker.step(f)
@@ -148,12 +159,13 @@ def bench_video(args, model, frames):
         ms = statistics.mean(times)
         out[f"T={t}"] = {"ms_per_frame": round(ms, 2), "fps": round(1000 / ms, 2)}
     base = out[f"T={args.intervals[0]}"]["fps"]
-    for v in out.values():
-        v["speedup_vs_first"] = round(v["fps"] / base, 3)
+    for k, v in out.items():
+        if k.startswith("T="):
+            v["speedup_vs_first"] = round(v["fps"] / base, 3)
     return out
 
 
-def bench_onnx(args, cfg, frames, h, w, threads_list):
+def bench_onnx(args, cfg, model, frames, h, w, threads_list, track_threshold):
     """ONNX Runtime fp32 / int8: image latency and per-frame video latency for T in --intervals."""
     import tempfile
 
@@ -163,6 +175,11 @@ def bench_onnx(args, cfg, frames, h, w, threads_list):
 
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
+        from detectron2.checkpoint import DetectionCheckpointer
+
+        DetectionCheckpointer(model, tmp).save("bench_weights")  # the benchmarked (unfused) weights
+        cfg = cfg.clone()
+        cfg.MODEL.WEIGHTS = os.path.join(tmp, "bench_weights.pth")
         calib = os.path.join(tmp, "calib")
         os.makedirs(calib)
         import cv2
@@ -179,6 +196,7 @@ def bench_onnx(args, cfg, frames, h, w, threads_list):
                 res = {"image_latency_ms": round(ms, 2)}
                 for t in args.intervals:
                     vs = OrtVideoSegmenter(tmp, threads, reuse_interval=t, keep_results=False, suffix=suffix)
+                    vs.track_score_threshold = track_threshold
                     for f in bgr[: args.warmup]:
                         vs.step(f)
                     vs.reset()
@@ -227,6 +245,8 @@ def main(argv=None):
     parser.add_argument("--video", action="store_true", help="also time online video inference for T in --intervals")
     parser.add_argument("--intervals", type=int, nargs="+", default=[1, 3, 5])
     parser.add_argument("--frames", type=int, default=30)
+    parser.add_argument("--tracked-slots", type=int, default=10,
+                        help="video: queries tracked per frame (random weights would track all)")
     parser.add_argument("--onnx", action="store_true",
                         help="also export and time ONNX Runtime fp32 and int8 (image, and video for --intervals)")
     parser.add_argument("--all-threads", action="store_true",
@@ -240,7 +260,7 @@ def main(argv=None):
     image = torch.as_tensor(np.random.RandomState(0).randint(0, 255, (3, h, w), dtype=np.uint8))
     report = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                           "threads": torch.get_num_threads(), "torch": torch.__version__}}
-    report["mobileinst"], model = bench_mobileinst(args, image)
+    report["mobileinst"], model, raw_model = bench_mobileinst(args, image)
     frames = synthetic_frames(args.frames, h, w) if (args.video or args.onnx) else None
     if args.video:
         report["video"] = bench_video(args, model, frames)
@@ -248,13 +268,14 @@ def main(argv=None):
     if args.all_threads and os.cpu_count() not in threads_list:
         threads_list.append(os.cpu_count())
         torch.set_num_threads(os.cpu_count())
-        report["mobileinst_all_threads"], model_all = bench_mobileinst(args, image)
+        report["mobileinst_all_threads"], model_all, _ = bench_mobileinst(args, image)
         if args.video:
             report["video_all_threads"] = bench_video(args, model_all, frames)
         torch.set_num_threads(threads_list[0])
     if args.onnx:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        report["onnxruntime"] = bench_onnx(args, mobileinst_cfg(args), frames, h, w, threads_list)
+        thr = tracked_slots_threshold(model, frames[0], args.tracked_slots)
+        report["onnxruntime"] = bench_onnx(args, mobileinst_cfg(args), raw_model, frames, h, w, threads_list, thr)
         for v in report["onnxruntime"].values():
             v["gflops_per_s"] = round(report["mobileinst"]["gflops"] / (v["image_latency_ms"] / 1000), 2)
     if not args.no_maskrcnn:
@@ -279,6 +300,8 @@ def main(argv=None):
         print(f"MobileInst, {os.cpu_count()} threads: {r['latency_ms']} ms ({r['gflops_per_s']} GFLOP/s)")
     for key in ("video", "video_all_threads"):
         for k, v in report.get(key, {}).items():
+            if not k.startswith("T="):
+                continue
             print(f"{key} PyTorch {k}: {v['ms_per_frame']} ms/frame, {v['fps']} fps ({v['speedup_vs_first']}x)")
     for name, r in report.get("onnxruntime", {}).items():
         video = ", ".join(f"{k} {v['fps']} fps" for k, v in r.items() if k.startswith("T="))

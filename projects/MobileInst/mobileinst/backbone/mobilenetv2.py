@@ -12,6 +12,7 @@ from detectron2.modeling import BACKBONE_REGISTRY, Backbone, ShapeSpec
 from torch import nn
 from torchvision.models import mobilenet_v2
 
+from ..layers import get_norm
 from ..utils.checkpoint import check_state_dict, read_state_dict
 from .token_transformer import SemanticInjection, TokenTransformer, pyramid_pool
 
@@ -26,7 +27,7 @@ class MobileNetV2Backbone(Backbone):
     def __init__(self, width_mult=1.0, out_channels=256, num_heads=8, depth=4,
                  drop_path_rate=0.1, norm="BN"):
         super().__init__()
-        norm_layer = nn.BatchNorm2d if norm == "BN" else None
+        norm_layer = nn.BatchNorm2d if norm == "BN" else (lambda ch: get_norm(norm, ch))
         self.features = mobilenet_v2(weights=None, width_mult=width_mult, norm_layer=norm_layer).features[:18]
         # read from the blocks: a probe forward in train mode would change BN running stats
         chans = [self.features[i].out_channels for i in _STAGE_ENDS]

@@ -16,7 +16,7 @@ from typing import List
 
 import torch
 import torch.nn.functional as F
-from detectron2.layers import get_norm
+from ..layers import get_norm
 from torch import nn
 
 
