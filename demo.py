@@ -9,7 +9,6 @@ or a camera, online, and write an annotated video plus a YouTube-VIS json.
 Each track keeps one colour and its id for the whole video.
 """
 import argparse
-import json
 import os
 import sys
 
@@ -19,7 +18,6 @@ try:
 except ImportError:
     sys.path.insert(0, os.path.join(ROOT, "projects", "MobileInst"))
 
-import cv2  # noqa: E402
 import torch  # noqa: E402
 from detectron2.config import get_cfg  # noqa: E402
 from tqdm import tqdm  # noqa: E402
@@ -27,11 +25,11 @@ from tqdm import tqdm  # noqa: E402
 from mobileinst import add_mobileinst_config  # noqa: E402
 from mobileinst.video import StreamingPredictor, iter_frames  # noqa: E402
 from mobileinst.video.predictor import video_fps  # noqa: E402
-from mobileinst_runtime.visualize import draw_tracks, to_ytvis_json  # noqa: E402
+from mobileinst_runtime.writer import write_tracks  # noqa: E402
+
 
 def run(cfg, source, output_dir, score_threshold=0.3, video_id=1, class_names=None, fps=None):
     """Run the demo; returns (video path, json path, number of frames)."""
-    os.makedirs(output_dir, exist_ok=True)
     predictor = StreamingPredictor(cfg, keep_results=True)
     category_ids = None
     if hasattr(predictor, "metadata"):
@@ -40,35 +38,14 @@ def run(cfg, source, output_dir, score_threshold=0.3, video_id=1, class_names=No
         id_map = predictor.metadata.get("thing_dataset_id_to_contiguous_id", None)
         if id_map:
             category_ids = [k for k, _ in sorted(id_map.items(), key=lambda kv: kv[1])]
-    video_path = os.path.join(output_dir, "tracks.mp4")
-    json_path = os.path.join(output_dir, "results.json")
-    tmp_video = os.path.join(output_dir, ".tracks.tmp.mp4")
-    writer = None
-    n = 0
-    try:
-        for n, frame in tqdm(iter_frames(source), desc="frames", unit="frame"):
-            inst = predictor(frame)
-            vis = draw_tracks(frame, inst.pred_masks.numpy(), inst.track_ids.tolist(), inst.pred_classes.tolist(),
-                              inst.scores.tolist(), class_names, score_threshold)
-            if writer is None:
-                h, w = frame.shape[:2]
-                writer = cv2.VideoWriter(tmp_video, cv2.VideoWriter_fourcc(*"mp4v"),
-                                         fps or video_fps(source), (w, h))
-                if not writer.isOpened():
-                    raise OSError(f"Cannot open a video writer for '{tmp_video}'")
-            writer.write(vis)
-    except BaseException:
-        if writer is not None:
-            writer.release()
-        if os.path.exists(tmp_video):
-            os.remove(tmp_video)
-        raise
-    writer.release()
-    os.replace(tmp_video, video_path)
-    with open(json_path + ".tmp", "w") as f:
-        json.dump(to_ytvis_json(predictor.ytvis_result(video_id), video_id, category_ids), f)
-    os.replace(json_path + ".tmp", json_path)
-    return video_path, json_path, n + 1
+
+    def step(frame):
+        inst = predictor(frame)
+        return inst.pred_masks.numpy(), inst.track_ids.tolist(), inst.pred_classes.tolist(), inst.scores.tolist()
+
+    frames = tqdm(iter_frames(source), desc="frames", unit="frame")
+    return write_tracks(frames, step, predictor.ytvis_result, output_dir, fps or video_fps(source), class_names,
+                        score_threshold, video_id, category_ids)
 
 
 def main(argv=None):

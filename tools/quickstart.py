@@ -115,7 +115,6 @@ def run_image_part(args, metrics):
 
 def _gt_tracks(video):
     """Per GT track id: a bool mask (H, W) or None per frame."""
-    from detectron2.structures import BitMasks, PolygonMasks  # noqa: F401
     from detectron2.data import detection_utils as utils
 
     ids = sorted({a["id"] for frame in video["annotations"] for a in frame})

@@ -1,14 +1,10 @@
 # Copyright (c) MobileInst authors. Licensed under the Apache License 2.0.
 """python -m mobileinst_runtime --model-dir DIR --input VIDEO|FOLDER|CAMERA --output OUT"""
 import argparse
-import json
-import os
-
-import cv2
 
 from .frames import iter_frames, video_fps
 from .ort_model import OrtVideoSegmenter
-from .visualize import draw_tracks, to_ytvis_json
+from .writer import write_tracks
 
 
 def run(model_dir, source, output_dir, threads=0, reuse_interval=None, association=None, int8=False,
@@ -16,10 +12,6 @@ def run(model_dir, source, output_dir, threads=0, reuse_interval=None, associati
     """Annotated video (tracks.mp4) + YouTube-VIS json (results.json) with ONNX Runtime."""
     seg = OrtVideoSegmenter(model_dir, threads, reuse_interval, association, keep_results=True,
                             suffix="_int8" if int8 else "")
-    os.makedirs(output_dir, exist_ok=True)
-    video_path = os.path.join(output_dir, "tracks.mp4")
-    json_path = os.path.join(output_dir, "results.json")
-    tmp_video = os.path.join(output_dir, ".tracks.tmp.mp4")
     frames = iter_frames(source)
     if progress:
         try:
@@ -28,28 +20,13 @@ def run(model_dir, source, output_dir, threads=0, reuse_interval=None, associati
             frames = tqdm(frames, desc="frames", unit="frame")
         except ImportError:
             pass
-    writer, n = None, 0
-    try:
-        for n, frame in frames:
-            out = seg.step(frame)
-            vis = draw_tracks(frame, out["masks"], out["track_ids"], out["classes"], out["scores"],
-                              seg.class_names, score_threshold)
-            if writer is None:
-                h, w = frame.shape[:2]
-                writer = cv2.VideoWriter(tmp_video, cv2.VideoWriter_fourcc(*"mp4v"), fps or video_fps(source), (w, h))
-            writer.write(vis)
-    except BaseException:
-        if writer is not None:
-            writer.release()
-        if os.path.exists(tmp_video):
-            os.remove(tmp_video)
-        raise
-    writer.release()
-    os.replace(tmp_video, video_path)
-    with open(json_path + ".tmp", "w") as f:
-        json.dump(to_ytvis_json(seg.ytvis_result(video_id), video_id, seg.meta.get("category_ids")), f)
-    os.replace(json_path + ".tmp", json_path)
-    return video_path, json_path, n + 1
+
+    def step(frame):
+        out = seg.step(frame)
+        return out["masks"], out["track_ids"], out["classes"], out["scores"]
+
+    return write_tracks(frames, step, seg.ytvis_result, output_dir, fps or video_fps(source), seg.class_names,
+                        score_threshold, video_id, seg.meta.get("category_ids"))
 
 
 def main(argv=None):
