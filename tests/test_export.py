@@ -119,3 +119,36 @@ def test_runtime_needs_no_torch_or_detectron2(exported, synthetic_root, tmp_path
     for t in res:
         assert len(t["segmentations"]) == 8 and 1 <= t["category_id"] <= 5
     assert (tmp_path / "rt" / "tracks.mp4").stat().st_size > 0
+
+
+def test_runtime_tracks_match_the_pytorch_tracker(exported, synthetic_root):
+    """Same frames, same weights: same slots, classes and (IoU >= 0.99) masks per frame."""
+    from detectron2.data.detection_utils import read_image
+
+    from mobileinst.video import VideoTracker
+    from mobileinst.utils.fuse import fuse_conv_bn
+    from mobileinst_runtime.ort_model import OrtVideoSegmenter
+
+    cfg, out, _ = exported
+    model = build_model(cfg).eval()
+    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    model = fuse_conv_bn(model)
+    video = os.path.join(synthetic_root, "synthetic_ytvis", "val", "JPEGImages")
+    video = os.path.join(video, sorted(os.listdir(video))[0])
+    files = [os.path.join(video, f) for f in sorted(os.listdir(video))]
+    frames = [read_image(f, format="BGR") for f in files]
+    ort_seg = OrtVideoSegmenter(str(out), reuse_interval=3, keep_results=False)
+    ort_seg.track_score_threshold = 0.0
+    tracker = VideoTracker.from_model(model, reuse_interval=3, keep_results=False, track_score_threshold=0.0)
+    for frame in frames:
+        import cv2
+
+        resized = cv2.resize(frame, (W, H), interpolation=cv2.INTER_LINEAR)  # the graph's input size
+        a = ort_seg.step(resized)
+        with torch.no_grad():
+            b = tracker.step(torch.as_tensor(resized[:, :, ::-1].copy()).permute(2, 0, 1))
+        np.testing.assert_array_equal(a["track_ids"], b.track_ids.numpy())
+        np.testing.assert_array_equal(a["classes"], b.pred_classes.numpy())
+        for m1, m2 in zip(a["masks"], b.pred_masks.numpy()):
+            union = (m1 | m2).sum()
+            assert union == 0 or (m1 & m2).sum() / union >= 0.99

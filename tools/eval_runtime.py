@@ -1,0 +1,100 @@
+#!/usr/bin/env python
+# Copyright (c) MobileInst authors. Licensed under the Apache License 2.0.
+"""Video AP of the ONNX runtime (fp32 and int8) next to the PyTorch path, on one dataset.
+
+    python tools/eval_runtime.py --config-file configs/synthetic/MobileInst_TopFormer_tiny_synthetic_ytvis.yaml \
+        --model-dir output/export --dataset synthetic_ytvis_val MODEL.WEIGHTS output/quickstart/video/model_final.pth
+
+Prints and writes (``--output``) {"pytorch": {...}, "onnx_fp32": {...}, "onnx_int8": {...}} with the
+YouTube-VIS metrics of each, all with the same reuse interval and association.
+"""
+import argparse
+import json
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+try:
+    import mobileinst  # noqa: F401
+except ImportError:
+    sys.path.insert(0, os.path.join(ROOT, "projects", "MobileInst"))
+
+import torch  # noqa: E402
+from detectron2.config import get_cfg  # noqa: E402
+from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
+from detectron2.data.detection_utils import read_image  # noqa: E402
+
+from mobileinst import add_mobileinst_config  # noqa: E402
+from mobileinst.evaluation.ytvis_evaluation import evaluate_ytvis  # noqa: E402
+from mobileinst_runtime.ort_model import OrtVideoSegmenter  # noqa: E402
+from mobileinst_runtime.visualize import to_ytvis_json  # noqa: E402
+
+
+def _category_ids(dataset):
+    id_map = MetadataCatalog.get(dataset).thing_dataset_id_to_contiguous_id
+    return [k for k, _ in sorted(id_map.items(), key=lambda kv: kv[1])]
+
+
+def runtime_results(model_dir, dataset, int8=False, threads=0):
+    seg = OrtVideoSegmenter(model_dir, threads, suffix="_int8" if int8 else "")
+    results = []
+    for video in DatasetCatalog.get(dataset):
+        seg.reset()
+        for f in video["file_names"]:
+            seg.step(read_image(f, format="BGR"))
+        results += to_ytvis_json(seg.ytvis_result(video["video_id"]), video["video_id"], _category_ids(dataset))
+    return results
+
+
+def pytorch_results(cfg, dataset):
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.modeling import build_model
+
+    from mobileinst.data.ytvis_mapper import YTVISTestMapper
+
+    model = build_model(cfg).eval()
+    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    mapper = YTVISTestMapper(cfg)
+    results = []
+    with torch.no_grad():
+        for video in DatasetCatalog.get(dataset):
+            out = model([mapper(video)])[0]
+            results += to_ytvis_json(out, video["video_id"], _category_ids(dataset))
+    return results
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config-file", required=True)
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--dataset", default="synthetic_ytvis_val")
+    p.add_argument("--output", default="")
+    p.add_argument("--no-int8", action="store_true")
+    p.add_argument("opts", nargs=argparse.REMAINDER)
+    args = p.parse_args(argv)
+    cfg = get_cfg()
+    add_mobileinst_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.freeze()
+    gt = MetadataCatalog.get(args.dataset).json_file
+    keys = ("AP", "AP50", "AP75", "AR1", "AR10")
+    report = {"pytorch": evaluate_ytvis(gt, pytorch_results(cfg, args.dataset), return_per_category=False)}
+    report["onnx_fp32"] = evaluate_ytvis(gt, runtime_results(args.model_dir, args.dataset), return_per_category=False)
+    if not args.no_int8:
+        report["onnx_int8"] = evaluate_ytvis(gt, runtime_results(args.model_dir, args.dataset, int8=True),
+                                             return_per_category=False)
+    report = {k: {m: round(float(v[m]), 2) for m in keys} for k, v in report.items()}
+    for k, v in report.items():
+        print(f"{k:<10} " + "  ".join(f"{m} {v[m]:.2f}" for m in keys))
+    if args.output:
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+        with open(args.output + ".tmp", "w") as f:
+            json.dump(report, f, indent=2)
+        os.replace(args.output + ".tmp", args.output)
+    return report
+
+
+if __name__ == "__main__":
+    main()
