@@ -178,3 +178,23 @@ def test_resize_masks_crop(size):
     full = torch.nn.functional.interpolate(prob[:, None], size=(128, 128), mode="bilinear",
                                            align_corners=False)[:, 0]
     torch.testing.assert_close(out, full[:, :size[0] * 2, :size[1] * 2])
+
+
+def test_multi_class_ranks_query_class_pairs():
+    from mobileinst.postprocess import postprocess_instances
+
+    logits = torch.tensor([[4.0, 3.0, -9.0], [-9.0, -9.0, 2.0]])
+    objectness = torch.tensor([9.0, 9.0])
+    masks = torch.full((2, 8, 8), -9.0)
+    masks[0, :4, :4] = 9.0
+    masks[1, 4:, 4:] = 9.0
+    inst = postprocess_instances(logits, objectness, masks, (8, 8), (8, 8), (8, 8), cls_threshold=0.05,
+                                 max_detections=3, multi_class=True)
+    # query 0 appears with classes 0 and 1, query 1 with class 2; sorted by score
+    assert inst.pred_classes.tolist() == [0, 1, 2]
+    assert torch.equal(inst.pred_masks[0], inst.pred_masks[1])
+    assert inst.pred_masks[2][4:, 4:].all() and not inst.pred_masks[2][:4, :4].any()
+    p = torch.sigmoid(torch.tensor([4.0, 3.0, 2.0])) * torch.sigmoid(torch.tensor(9.0))
+    torch.testing.assert_close(inst.scores, p.sqrt() * torch.sigmoid(torch.tensor(9.0)), rtol=1e-4, atol=1e-4)
+    single = postprocess_instances(logits, objectness, masks, (8, 8), (8, 8), (8, 8), cls_threshold=0.05)
+    assert sorted(single.pred_classes.tolist()) == [0, 2]

@@ -77,6 +77,9 @@ def add_mobileinst_config(cfg):
     mi.INFERENCE.CLS_THRESHOLD = 0.005
     mi.INFERENCE.MASK_THRESHOLD = 0.45
     mi.INFERENCE.MAX_DETECTIONS = 100
+    # Rank all (query, class) pairs (Mask2Former) instead of one class per
+    # query (SparseInst, the paper's default).
+    mi.INFERENCE.MULTI_CLASS = False
 
     # ---- video ---------------------------------------------------------------
     mi.VIDEO = CN()

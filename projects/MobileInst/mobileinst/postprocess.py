@@ -101,18 +101,38 @@ def binarize_masks(mask_prob: torch.Tensor, padded_size, image_size, output_size
 
 
 def postprocess_instances(logits, objectness, mask_logits, padded_size, image_size, output_size,
-                          cls_threshold=0.005, mask_threshold=0.45, max_detections=100) -> Instances:
-    """One image: (N, C), (N,), (N, h, w) -> detectron2 Instances at ``output_size``."""
-    scores, labels = score_queries(logits, objectness)
-    keep = scores > cls_threshold
-    scores, labels, mask_prob = scores[keep], labels[keep], mask_logits[keep].sigmoid()
-    scores = rescore_by_masks(scores, mask_prob, mask_threshold)
-    if scores.numel() > max_detections:
-        scores, idx = scores.topk(max_detections)
-        labels, mask_prob = labels[idx], mask_prob[idx]
+                          cls_threshold=0.005, mask_threshold=0.45, max_detections=100,
+                          multi_class: bool = False) -> Instances:
+    """One image: (N, C), (N,), (N, h, w) -> detectron2 Instances at ``output_size``.
+
+    ``multi_class``: rank all (query, class) pairs instead of each query's top
+    class (Mask2Former's rule); a mask may then be returned with several classes.
+    """
+    mask_prob = mask_logits.sigmoid()
+    if multi_class:
+        all_scores = (logits.sigmoid() * objectness.sigmoid()[:, None]).sqrt()
+        all_scores = rescore_by_masks(all_scores.t(), mask_prob, mask_threshold).t()  # (N, C)
+        num_classes = all_scores.shape[1]
+        scores, flat = all_scores.flatten().topk(min(max_detections, all_scores.numel()))
+        keep = scores > cls_threshold
+        scores, flat = scores[keep], flat[keep]
+        queries, labels = flat // num_classes, flat % num_classes
+        unique, inverse = torch.unique(queries, return_inverse=True)
+        mask_prob, index = mask_prob[unique], inverse
+    else:
+        scores, labels = score_queries(logits, objectness)
+        keep = scores > cls_threshold
+        scores, labels, mask_prob = scores[keep], labels[keep], mask_prob[keep]
+        scores = rescore_by_masks(scores, mask_prob, mask_threshold)
+        index = None
+        if scores.numel() > max_detections:
+            scores, idx = scores.topk(max_detections)
+            labels, mask_prob = labels[idx], mask_prob[idx]
     result = Instances((int(output_size[0]), int(output_size[1])))
     if scores.numel():
         masks, boxes = binarize_masks(mask_prob, padded_size, image_size, output_size, mask_threshold)
+        if index is not None:  # masks were computed once per query
+            masks, boxes = masks[index.to(masks.device)], boxes[index.to(boxes.device)]
     else:
         masks = mask_prob.new_zeros((0, int(output_size[0]), int(output_size[1])), dtype=torch.bool)
         boxes = mask_prob.new_zeros((0, 4))
