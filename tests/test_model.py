@@ -75,7 +75,7 @@ def test_inference_returns_instances_at_original_size(model):
     inst = out[0]["instances"]
     assert inst.image_size == (192, 288)
     assert inst.pred_masks.dtype == torch.bool and inst.pred_masks.shape[1:] == (192, 288)
-    assert len(inst) <= 20 and inst.scores.shape == (len(inst),)
+    assert len(inst) <= model.max_detections and inst.scores.shape == (len(inst),)
     assert inst.pred_classes.max() < 5
     # boxes are tight around the masks
     for m, b in zip(inst.pred_masks[:5], inst.pred_boxes.tensor[:5]):

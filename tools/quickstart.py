@@ -59,7 +59,7 @@ def image_config(args):
     return cfg
 
 
-def save_visualizations(cfg, out_dir, num=8, score_threshold=0.4):
+def save_visualizations(cfg, out_dir, num=8, score_threshold=0.25):
     """Draw the predictions of the trained model on the first val images."""
     os.makedirs(out_dir, exist_ok=True)
     predictor = DefaultPredictor(cfg)
@@ -127,7 +127,7 @@ def _gt_tracks(video):
     return list(tracks.values())
 
 
-def count_switches(cfg, model, dataset_name, association, score_threshold=0.3):
+def count_switches(cfg, model, dataset_name, association, score_threshold=0.2):
     """Identity switches over a video set with/without kernel association."""
     from mobileinst.data.ytvis_mapper import YTVISTestMapper
     from mobileinst.video import VideoTracker, count_id_switches
@@ -183,7 +183,7 @@ def run_video_part(args, metrics, image_weights):
     eval_cfg.freeze()
     first = DatasetCatalog.get(name)[0]
     video_path, json_path, _ = demo.run(eval_cfg, os.path.dirname(first["file_names"][0]),
-                                         os.path.join(args.output, "video_demo"), fps=5)
+                                         os.path.join(args.output, "video_demo"), score_threshold=0.2, fps=5)
     metrics["ytvis"] = dict(results.get("ytvis", {}))
     metrics["ytvis"].update({
         "id_switches": switches,

@@ -6,8 +6,8 @@ kernel association between keyframes:
 
 * :class:`ImageModel`: image (1, 3, H, W) uint8/float in the config's
   channel order -> scores (K,), classes (K,), masks (K, H, W) uint8, the
-  top K = MAX_DETECTIONS queries sorted by score (scores below
-  CLS_THRESHOLD are set to 0).
+  top K = MAX_DETECTIONS queries sorted by score (a runtime keeps
+  ``scores > CLS_THRESHOLD``, given in export_meta.json).
 * :class:`KeyframeModel`: image -> kernels K (N, D), scores (N,), classes (N,),
   class_scores (N, C) and mask features X_mask (1, D, h, w).
 * :class:`MaskHead`: (X_mask, kernels (k, D)) -> masks (k, H, W) uint8.
@@ -56,17 +56,26 @@ class ImageModel(_Base):
 
     def forward(self, image):
         out = self.model.predict(self.normalize(image))
-        scores, classes = score_queries(out["pred_logits"][0], out["pred_objectness"][0])
+        logits, objectness = out["pred_logits"][0], out["pred_objectness"][0]
         mask_logits = out["pred_masks"][0]
-        scores = rescore_by_masks(scores, mask_logits.sigmoid(), self.mask_threshold)
-        scores = torch.where(scores > self.cls_threshold, scores, torch.zeros_like(scores))
-        k = min(self.max_detections, scores.shape[0])
-        scores, idx = scores.topk(k)
+        if self.model.multi_class:  # rank (query, class) pairs, as the PyTorch post-processing
+            num_classes = logits.shape[1]
+            pair_scores = (logits.sigmoid() * objectness.sigmoid()[:, None]).sqrt()
+            pair_scores = rescore_by_masks(pair_scores.t(), mask_logits.sigmoid(), self.mask_threshold).t()
+            k = min(self.max_detections, pair_scores.numel())
+            scores, flat = pair_scores.flatten().topk(k)
+            idx, classes = flat // num_classes, flat % num_classes
+        else:
+            scores, classes = score_queries(logits, objectness)
+            scores = rescore_by_masks(scores, mask_logits.sigmoid(), self.mask_threshold)
+            k = min(self.max_detections, scores.shape[0])
+            scores, idx = scores.topk(k)
+            classes = classes[idx]
         ph, pw = self.padded
         probs = F.interpolate(mask_logits[idx].sigmoid()[None], size=(ph, pw), mode="bilinear",
                               align_corners=False)[0]
         masks = (probs[:, : self.height, : self.width] > self.mask_threshold).to(torch.uint8)
-        return scores, classes[idx], masks
+        return scores, classes, masks
 
 
 class KeyframeModel(_Base):

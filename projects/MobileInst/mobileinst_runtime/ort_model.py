@@ -78,7 +78,10 @@ class OrtImageSegmenter:
         self.letterbox = _Letterbox(self.meta)
         self.dtype = _input_dtype(self.session, "image")
 
-    def __call__(self, frame_bgr: np.ndarray, score_threshold: float = 0.0):
+    def __call__(self, frame_bgr: np.ndarray, score_threshold: float = None):
+        """``score_threshold`` defaults to the model's CLS_THRESHOLD."""
+        if score_threshold is None:
+            score_threshold = self.meta.get("cls_threshold", 0.0)
         x, valid = self.letterbox(frame_bgr)
         scores, classes, masks = self.session.run(None, {"image": x.astype(self.dtype)})
         keep = scores > score_threshold
