@@ -158,3 +158,14 @@ def test_runtime_tracks_match_the_pytorch_tracker(exported, synthetic_root):
         for m1, m2 in zip(a["masks"], b.pred_masks.numpy()):
             union = (m1 | m2).sum()
             assert union == 0 or (m1 & m2).sum() / union >= 0.99
+
+
+def test_export_with_the_papers_local_pooling(tmp_path):
+    """LOCAL_POOL_STRIDE 64 (X_L at the size of X6, the COCO configs) exports with a fixed-window pool."""
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    from export import export
+
+    cfg = small_cfg("MODEL.MOBILEINST.DECODER.LOCAL_POOL_STRIDE", "64", "MODEL.TOPFORMER.NORM", "BN",
+                    "MODEL.MOBILEINST.MASK_DECODER.NORM", "BN")
+    report = export(cfg, str(tmp_path), 128, 192, graphs=("keyframe",), torchscript=False)
+    assert report["parity"]["keyframe"]["kernels"] < 1e-3

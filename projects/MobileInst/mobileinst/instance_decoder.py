@@ -188,7 +188,7 @@ class DualInstanceDecoder(nn.Module):
                 return x_mask
             pool = F.max_pool2d if self.local_pooling == "max" else F.avg_pool2d
             return pool(x_mask, k, k, ceil_mode=True)
-        h, w = x_mask.shape[-2:]
+        h, w = (int(s) for s in x_mask.shape[-2:])
         sh, sw = int(size[0]), int(size[1])
         if h % sh == 0 and w % sw == 0:
             k = (h // sh, w // sw)
