@@ -141,6 +141,20 @@ def tracked_slots_threshold(model, frame, k):
     return float(scores.sort(descending=True).values[min(k, scores.numel()) - 1]) - 1e-6
 
 
+def time_stream(step, reset, frames, warmup):
+    """Mean per-frame latency of ``step`` over ``frames`` after ``warmup`` frames and a reset."""
+    for f in frames[:warmup]:
+        step(f)
+    reset()
+    times = []
+    for f in frames:
+        s = time.perf_counter()
+        step(f)
+        times.append((time.perf_counter() - s) * 1000)
+    ms = statistics.mean(times)
+    return {"ms_per_frame": round(ms, 2), "fps": round(1000 / ms, 2)}
+
+
 def bench_video(args, model, frames):
     """Per-frame latency of online inference for each T on the same frames."""
     out = {"tracked_slots": args.tracked_slots}
@@ -148,16 +162,7 @@ def bench_video(args, model, frames):
     for t in args.intervals:
         tracker = VideoTracker.from_model(model, reuse_interval=t, keep_results=False, track_score_threshold=thr)
         with torch.no_grad():
-            for f in frames[: args.warmup]:
-                tracker.step(f)
-            tracker.reset()
-            times = []
-            for f in frames:
-                s = time.perf_counter()
-                tracker.step(f)
-                times.append((time.perf_counter() - s) * 1000)
-        ms = statistics.mean(times)
-        out[f"T={t}"] = {"ms_per_frame": round(ms, 2), "fps": round(1000 / ms, 2)}
+            out[f"T={t}"] = time_stream(tracker.step, tracker.reset, frames, args.warmup)
     base = out[f"T={args.intervals[0]}"]["fps"]
     for k, v in out.items():
         if k.startswith("T="):
@@ -197,16 +202,7 @@ def bench_onnx(args, cfg, model, frames, h, w, threads_list, track_threshold):
                 for t in args.intervals:
                     vs = OrtVideoSegmenter(tmp, threads, reuse_interval=t, keep_results=False, suffix=suffix)
                     vs.track_score_threshold = track_threshold
-                    for f in bgr[: args.warmup]:
-                        vs.step(f)
-                    vs.reset()
-                    times = []
-                    for f in bgr:
-                        s0 = time.perf_counter()
-                        vs.step(f)
-                        times.append((time.perf_counter() - s0) * 1000)
-                    mean = statistics.mean(times)
-                    res[f"T={t}"] = {"ms_per_frame": round(mean, 2), "fps": round(1000 / mean, 2)}
+                    res[f"T={t}"] = time_stream(vs.step, vs.reset, bgr, args.warmup)
                 out[key] = res
     return out
 
