@@ -25,5 +25,7 @@ class MobileInstDatasetMapper(DatasetMapper):
     def __call__(self, dataset_dict):
         try:
             return super().__call__(copy.deepcopy(dataset_dict))
-        except (OSError, ValueError, SyntaxError) as e:
-            raise type(e)(f"Failed to load image '{dataset_dict.get('file_name')}': {e}") from e
+        except (OSError, SyntaxError) as e:  # PIL: unreadable / truncated image files
+            raise OSError(f"Failed to load image '{dataset_dict.get('file_name')}': {e}") from e
+        except ValueError as e:  # e.g. a size mismatch with the annotation
+            raise ValueError(f"Image '{dataset_dict.get('file_name')}': {e}") from e
