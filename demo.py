@@ -19,10 +19,9 @@ except ImportError:
     sys.path.insert(0, os.path.join(ROOT, "projects", "MobileInst"))
 
 import torch  # noqa: E402
-from detectron2.config import get_cfg  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from mobileinst import add_mobileinst_config  # noqa: E402
+from mobileinst.config import load_mobileinst_config  # noqa: E402
 from mobileinst.video import StreamingPredictor, iter_frames  # noqa: E402
 from mobileinst.video.predictor import video_fps  # noqa: E402
 from mobileinst_runtime.writer import write_tracks  # noqa: E402
@@ -59,11 +58,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = get_cfg()
-    add_mobileinst_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    cfg.freeze()
+    cfg = load_mobileinst_config(args.config_file, args.opts)
     video, js, n = run(cfg, args.input, args.output, args.score_threshold)
     print(f"{n} frames -> {video}, {js}")
 

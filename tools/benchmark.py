@@ -31,7 +31,8 @@ from detectron2.config import get_cfg  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
 from detectron2.utils.analysis import flop_count_operators  # noqa: E402
 
-from mobileinst import add_mobileinst_config  # noqa: E402
+from mobileinst.config import load_mobileinst_config  # noqa: E402
+from mobileinst.postprocess import score_queries  # noqa: E402
 from mobileinst.utils.fuse import fuse_conv_bn  # noqa: E402
 from mobileinst.video.tracker import VideoTracker  # noqa: E402
 
@@ -64,13 +65,8 @@ def gflops(model, inputs) -> float:
 
 
 def mobileinst_cfg(args):
-    cfg = get_cfg()
-    add_mobileinst_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.WEIGHTS = ""
-    cfg.merge_from_list(args.opts)
-    return cfg
+    return load_mobileinst_config(args.config_file, ["MODEL.WEIGHTS", ""] + list(args.opts), device="cpu",
+                                  freeze=False)
 
 
 def bench_mobileinst(args, image):
@@ -137,7 +133,7 @@ def tracked_slots_threshold(model, frame, k):
     weights every query passes the configured threshold, which no trained model does."""
     with torch.no_grad():
         out = model.predict(model.preprocess([frame]).tensor)
-        scores = (out["pred_logits"][0].sigmoid().amax(-1) * out["pred_objectness"][0].sigmoid()).sqrt()
+        scores, _ = score_queries(out["pred_logits"][0], out["pred_objectness"][0])
     return float(scores.sort(descending=True).values[min(k, scores.numel()) - 1]) - 1e-6
 
 

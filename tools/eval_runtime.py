@@ -20,11 +20,10 @@ except ImportError:
     sys.path.insert(0, os.path.join(ROOT, "projects", "MobileInst"))
 
 import torch  # noqa: E402
-from detectron2.config import get_cfg  # noqa: E402
 from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 from detectron2.data.detection_utils import read_image  # noqa: E402
 
-from mobileinst import add_mobileinst_config  # noqa: E402
+from mobileinst.config import load_mobileinst_config  # noqa: E402
 from mobileinst.evaluation.ytvis_evaluation import evaluate_ytvis  # noqa: E402
 from mobileinst_runtime.ort_model import OrtVideoSegmenter  # noqa: E402
 from mobileinst_runtime.visualize import to_ytvis_json  # noqa: E402
@@ -72,12 +71,7 @@ def main(argv=None):
     p.add_argument("--no-int8", action="store_true")
     p.add_argument("opts", nargs=argparse.REMAINDER)
     args = p.parse_args(argv)
-    cfg = get_cfg()
-    add_mobileinst_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.freeze()
+    cfg = load_mobileinst_config(args.config_file, args.opts, device="cpu")
     gt = MetadataCatalog.get(args.dataset).json_file
     keys = ("AP", "AP50", "AP75", "AR1", "AR10")
     report = {"pytorch": evaluate_ytvis(gt, pytorch_results(cfg, args.dataset), return_per_category=False)}

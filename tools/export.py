@@ -32,11 +32,10 @@ except ImportError:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
-from detectron2.config import get_cfg  # noqa: E402
 from detectron2.data import MetadataCatalog  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
 
-from mobileinst import add_mobileinst_config  # noqa: E402
+from mobileinst.config import load_mobileinst_config  # noqa: E402
 from mobileinst.export import GRAPHS, build_graph_modules  # noqa: E402
 from mobileinst.utils.fuse import fuse_conv_bn  # noqa: E402
 
@@ -204,12 +203,7 @@ def main(argv=None):
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    cfg = get_cfg()
-    add_mobileinst_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.freeze()
+    cfg = load_mobileinst_config(args.config_file, args.opts, device="cpu")
     h, w = args.size or (cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST)
     report = export(cfg, args.output, h, w, args.graphs, not args.no_torchscript, args.quantize, args.calib_dir)
     print(json.dumps(report, indent=2))

@@ -7,6 +7,21 @@ key here so that it can be changed from YAML or the command line.
 from detectron2.config import CfgNode as CN
 
 
+def load_mobileinst_config(config_file: str, opts=(), device: str = None, freeze: bool = True):
+    """A detectron2 config with the MobileInst keys, ``config_file`` and ``opts`` merged."""
+    from detectron2.config import get_cfg
+
+    cfg = get_cfg()
+    add_mobileinst_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    if device:
+        cfg.MODEL.DEVICE = device
+    if freeze:
+        cfg.freeze()
+    return cfg
+
+
 def add_mobileinst_config(cfg):
     """Add the MobileInst keys to a detectron2 config (in place)."""
     cfg.MODEL.MOBILEINST = CN()

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .postprocess import rescore_by_masks, score_queries
+from .postprocess import class_scores, rescore_by_masks, score_queries
 
 
 def _pad_size(h: int, w: int, divisibility: int):
@@ -60,7 +60,7 @@ class ImageModel(_Base):
         mask_logits = out["pred_masks"][0]
         if self.model.multi_class:  # rank (query, class) pairs, as the PyTorch post-processing
             num_classes = logits.shape[1]
-            pair_scores = (logits.sigmoid() * objectness.sigmoid()[:, None]).sqrt()
+            pair_scores = class_scores(logits, objectness)
             pair_scores = rescore_by_masks(pair_scores.t(), mask_logits.sigmoid(), self.mask_threshold).t()
             k = min(self.max_detections, pair_scores.numel())
             scores, flat = pair_scores.flatten().topk(k)
@@ -84,8 +84,7 @@ class KeyframeModel(_Base):
         out = self.model.instance_decoder(x6, x_mask)
         logits, objectness = out["pred_logits"][0], out["pred_objectness"][0]
         scores, classes = score_queries(logits, objectness)
-        class_scores = (logits.sigmoid() * objectness.sigmoid()[:, None]).sqrt()
-        return out["pred_kernels"][0], scores, classes, class_scores, x_mask
+        return out["pred_kernels"][0], scores, classes, class_scores(logits, objectness), x_mask
 
 
 class MaskHead(_Base):

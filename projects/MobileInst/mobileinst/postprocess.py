@@ -20,6 +20,11 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
     return _boxes_from_projections(masks.any(dim=1), masks.any(dim=2))
 
 
+def class_scores(logits: torch.Tensor, objectness: torch.Tensor) -> torch.Tensor:
+    """(N, C) class logits, (N,) objectness logits -> (N, C) sqrt(sigmoid(cls) * sigmoid(obj))."""
+    return (logits.sigmoid() * objectness.sigmoid()[..., None]).sqrt()
+
+
 def score_queries(logits: torch.Tensor, objectness: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """(N, C) class logits, (N,) objectness logits -> (scores, labels)."""
     prob, labels = logits.sigmoid().max(-1)
@@ -110,7 +115,7 @@ def postprocess_instances(logits, objectness, mask_logits, padded_size, image_si
     """
     mask_prob = mask_logits.sigmoid()
     if multi_class:
-        all_scores = (logits.sigmoid() * objectness.sigmoid()[:, None]).sqrt()
+        all_scores = class_scores(logits, objectness)
         all_scores = rescore_by_masks(all_scores.t(), mask_prob, mask_threshold).t()  # (N, C)
         num_classes = all_scores.shape[1]
         scores, flat = all_scores.flatten().topk(min(max_detections, all_scores.numel()))

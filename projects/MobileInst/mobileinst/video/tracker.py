@@ -24,7 +24,7 @@ import torch
 from detectron2.structures import Boxes, Instances
 from mobileinst_runtime.tracking import TrackBook
 
-from ..postprocess import binarize_masks, score_queries
+from ..postprocess import binarize_masks, class_scores, score_queries
 from .association import associate
 
 
@@ -131,10 +131,9 @@ class VideoTracker:
             perm = associate(self.kernels, kernels)
             kernels, logits, objectness = kernels[perm], logits[perm], objectness[perm]
         scores, _ = score_queries(logits, objectness)
-        class_scores = (logits.sigmoid() * objectness.sigmoid()[:, None]).sqrt()
         self.kernels = kernels
         self.frame_scores = scores
-        self.book.add_keyframe(class_scores.float().cpu().numpy())
+        self.book.add_keyframe(class_scores(logits, objectness).float().cpu().numpy())
         self.class_scores = torch.from_numpy(self.book.mean_class_scores())
 
     # ----------------------------------------------------------------------
