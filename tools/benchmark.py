@@ -222,6 +222,15 @@ def synthetic_frames(n, h, w, seed=0):
     return frames
 
 
+def set_threads(n: int):
+    """Threads for torch and for OpenCV (mask resizing), so that a 1-thread
+    figure uses one core end to end."""
+    import cv2
+
+    torch.set_num_threads(n)
+    cv2.setNumThreads(n)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", default=os.path.join(ROOT, "configs/coco/MobileInst_TopFormer_base_640.yaml"))
@@ -247,7 +256,7 @@ def main(argv=None):
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="MobileInst config overrides KEY VALUE ...")
     args = parser.parse_args(argv)
 
-    torch.set_num_threads(args.threads or os.cpu_count())
+    set_threads(args.threads or os.cpu_count())
     h, w = image_size_for(args.short_side, max_size=args.max_size)
     image = torch.as_tensor(np.random.RandomState(0).randint(0, 255, (3, h, w), dtype=np.uint8))
     report = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
@@ -259,11 +268,11 @@ def main(argv=None):
     threads_list = [torch.get_num_threads()]
     if args.all_threads and os.cpu_count() not in threads_list:
         threads_list.append(os.cpu_count())
-        torch.set_num_threads(os.cpu_count())
+        set_threads(os.cpu_count())
         report["mobileinst_all_threads"], model_all, _ = bench_mobileinst(args, image)
         if args.video:
             report["video_all_threads"] = bench_video(args, model_all, frames)
-        torch.set_num_threads(threads_list[0])
+        set_threads(threads_list[0])
     if args.onnx:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         thr = tracked_slots_threshold(model, frames[0], args.tracked_slots)

@@ -64,6 +64,9 @@ def add_mobileinst_config(cfg):
     # averaged inside each query's predicted mask, are added to the query's
     # class logits (trained with LOSS.SEMANTIC_WEIGHT; converges much faster).
     mi.DECODER.MASK_POOLED_CLASSIFICATION = False
+    # Beyond the paper: add class logits from features of X_mask averaged
+    # inside each query's soft mask (an MLP head); shapes classes learn faster.
+    mi.DECODER.POOLED_CLASS_HEAD = False
     # Also supervise the global stage's queries (through the shared heads).
     mi.DECODER.DEEP_SUPERVISION = False
     # Upsample the 1/8 mask logits by this factor for losses and inference.
@@ -122,6 +125,10 @@ def add_mobileinst_config(cfg):
     cfg.MODEL.TOPFORMER.WEIGHTS = ""
     cfg.MODEL.TOPFORMER.DROP_PATH_RATE = 0.1
     cfg.MODEL.TOPFORMER.NORM = "BN"
+    # Norm of the token pyramid and of the semantic-injection local branch (the
+    # full-resolution convs); "" = NORM. Lets small-batch training keep BN where
+    # it has many positions and use GN on the 1/64 token grid.
+    cfg.MODEL.TOPFORMER.PYRAMID_NORM = ""
 
     cfg.MODEL.MOBILENETV2 = CN()
     # Path to torchvision's MobileNetV2 ImageNet state dict, or "".

@@ -104,7 +104,7 @@ class DualInstanceDecoder(nn.Module):
                  hidden_dim: int, num_heads: int, dim_feedforward: int, dropout: float, pre_norm: bool,
                  kernel_dim: int, local_pooling: str = "max", local_pool_stride: int = 64,
                  masked_attention: bool = False, mask_pooled_classification: bool = False,
-                 prior_prob: float = 0.01):
+                 pooled_class_head: bool = False, prior_prob: float = 0.01):
         """
         Args:
             global_channels: channels of X6.
@@ -146,6 +146,18 @@ class DualInstanceDecoder(nn.Module):
             self.semantic_head = nn.Conv2d(mask_channels, num_classes, 1)
             nn.init.normal_(self.semantic_head.weight, std=0.01)
             nn.init.constant_(self.semantic_head.bias, bias)
+        self.pooled_class_head = pooled_class_head
+        if pooled_class_head:
+            # class features on X_mask, averaged over each query's soft mask
+            self.class_features = nn.Sequential(
+                nn.Conv2d(mask_channels, mask_channels, 3, padding=1, bias=False),
+                nn.GroupNorm(math.gcd(32, mask_channels), mask_channels), nn.ReLU(inplace=True),
+                nn.Conv2d(mask_channels, mask_channels, 1), nn.ReLU(inplace=True),
+            )
+            self.pooled_cls = nn.Sequential(
+                nn.Linear(mask_channels, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, num_classes)
+            )
+            nn.init.zeros_(self.pooled_cls[-1].bias)
         nn.init.normal_(self.kernel_head.weight, std=0.01)
         nn.init.zeros_(self.kernel_head.bias)
 
@@ -168,6 +180,7 @@ class DualInstanceDecoder(nn.Module):
             "local_pool_stride": d.LOCAL_POOL_STRIDE,
             "masked_attention": d.MASKED_ATTENTION,
             "mask_pooled_classification": d.MASK_POOLED_CLASSIFICATION,
+            "pooled_class_head": d.POOLED_CLASS_HEAD,
         }
 
     def _tokens(self, x: torch.Tensor, proj: nn.Linear) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -218,7 +231,17 @@ class DualInstanceDecoder(nn.Module):
             # the head's prior bias belongs to the per-pixel loss, not to the queries
             pooled = self.mask_pool(out["pred_kernels"], x_mask, semantic) - self.semantic_head.bias
             out["pred_logits"] = out["pred_logits"] + pooled
+        if self.pooled_class_head:
+            out["pred_logits"] = out["pred_logits"] + self.pooled_class_logits(out["pred_kernels"], x_mask)
         return out
+
+    def pooled_class_logits(self, kernels: torch.Tensor, x_mask: torch.Tensor) -> torch.Tensor:
+        """Class logits from features averaged inside each query's soft mask
+        sigmoid(K . X_mask) (detached): (B, N, C)."""
+        feats = self.class_features(x_mask).flatten(2)  # B, D, P
+        weights = torch.einsum("bnd,bdhw->bnhw", kernels, x_mask).flatten(2).sigmoid().detach()
+        pooled = torch.einsum("bnp,bdp->bnd", weights, feats) / (weights.sum(-1, keepdim=True) + 1.0)
+        return self.pooled_cls(pooled)
 
     @staticmethod
     def mask_pool(kernels: torch.Tensor, x_mask: torch.Tensor, values: torch.Tensor) -> torch.Tensor:

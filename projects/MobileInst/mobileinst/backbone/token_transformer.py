@@ -195,9 +195,9 @@ def h_sigmoid(x):
 class SemanticInjection(nn.Module):
     """TopFormer's InjectionMultiSum: ``local * h_sigmoid(gate) + embed``."""
 
-    def __init__(self, in_ch, out_ch, norm="BN"):
+    def __init__(self, in_ch, out_ch, norm="BN", local_norm=None):
         super().__init__()
-        self.local_embedding = ConvBN(in_ch, out_ch, norm)
+        self.local_embedding = ConvBN(in_ch, out_ch, local_norm or norm)
         self.global_embedding = ConvBN(in_ch, out_ch, norm)
         self.global_act = ConvBN(in_ch, out_ch, norm)
 

@@ -85,7 +85,10 @@ class TopFormer(Backbone):
     """
 
     def __init__(self, variant="base", drop_path_rate=0.1, norm="BN", depth=4, key_dim=16,
-                 mlp_ratio=2.0, attn_ratio=2.0, c2t_stride=2):
+                 mlp_ratio=2.0, attn_ratio=2.0, c2t_stride=2, pyramid_norm=None):
+        """``norm``: norm of the token transformer and of the semantic injection's
+        global branches (which run on the 1/64 token grid); ``pyramid_norm``
+        (default: ``norm``) of the token pyramid and the injection's local branch."""
         super().__init__()
         if variant not in TOPFORMER_VARIANTS:
             raise ValueError(
@@ -95,13 +98,14 @@ class TopFormer(Backbone):
         self.variant = variant
         self.channels = list(spec["channels"])
         self.c2t_stride = c2t_stride
-        self.tpm = TokenPyramid(spec["cfgs"], spec["embed_out_indice"], norm=norm)
+        pyramid_norm = pyramid_norm or norm
+        self.tpm = TokenPyramid(spec["cfgs"], spec["embed_out_indice"], norm=pyramid_norm)
         embed_dim = sum(self.channels)
         self.trans = TokenTransformer(embed_dim, depth, key_dim, spec["num_heads"], mlp_ratio,
                                       attn_ratio, drop_path_rate, norm=norm)
         # Level 0 (stride 4) gets no injection: nn.Identity keeps the indices.
         self.SIM = nn.ModuleList(
-            nn.Identity() if oc is None else SemanticInjection(c, oc, norm)
+            nn.Identity() if oc is None else SemanticInjection(c, oc, norm, pyramid_norm)
             for c, oc in zip(self.channels, spec["out_channels"])
         )
         out_ch = spec["out_channels"]
@@ -139,7 +143,7 @@ def build_topformer_backbone(cfg, input_shape):
     if input_shape.channels != 3:
         raise ValueError(f"TopFormer expects 3 input channels, got {input_shape.channels}")
     c = cfg.MODEL.TOPFORMER
-    model = TopFormer(c.VARIANT, c.DROP_PATH_RATE, c.NORM)
+    model = TopFormer(c.VARIANT, c.DROP_PATH_RATE, c.NORM, pyramid_norm=c.PYRAMID_NORM or None)
     if c.WEIGHTS:
         load_backbone_weights(model, c.WEIGHTS, "MODEL.TOPFORMER.WEIGHTS")
     return model
