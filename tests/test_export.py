@@ -36,11 +36,12 @@ def test_graphs_written_and_match_pytorch(exported):
         assert (out / f"{name}_int8.onnx").exists()
     p = report["parity"]
     # classes are compared per instance below (near-equal scores may swap order)
-    assert p["image"]["scores"] < 1e-3 and p["image"]["masks"] < 1e-3
+    assert p["image"]["scores"] < 1e-3 and p["image"]["mask_probs"] < 1e-3
     assert p["keyframe"]["kernels"] < 1e-3 and p["keyframe"]["class_scores"] < 1e-3
-    assert p["nonkeyframe"]["masks"] < 1e-3
+    assert p["nonkeyframe"]["mask_probs"] < 1e-3 and p["mask_head"]["mask_probs"] < 1e-3
     meta = json.load(open(out / "export_meta.json"))
     assert meta["input_size"] == [H, W] and len(meta["class_names"]) == 5
+    assert meta["padded_size"] == [128, 192]  # size divisibility 64
     assert not any(n.endswith(".tmp") for n in os.listdir(out))
 
 
@@ -49,25 +50,35 @@ def test_onnx_image_model_matches_pytorch_instances(exported):
     import onnxruntime as ort
 
     from mobileinst.export import ImageModel
+    from mobileinst.postprocess import binarize_masks
     from mobileinst.utils.fuse import fuse_conv_bn
+    from mobileinst_runtime.ort_model import OrtImageSegmenter
 
     cfg, out, _ = exported
     model = build_model(cfg).eval()
     DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
     img = torch.randint(0, 255, (1, 3, H, W), dtype=torch.uint8, generator=torch.Generator().manual_seed(5))
     sess = ort.InferenceSession(str(out / "image.onnx"), providers=["CPUExecutionProvider"])
-    scores, classes, masks = sess.run(None, {"image": img.numpy()})
+    scores, classes, probs = sess.run(None, {"image": img.numpy()})
+    # the top MAX_DETECTIONS (query, class) pairs (MULTI_CLASS), masks on the padded input's 1/4 grid
+    assert probs.shape == (100, H // 4, 192 // 4)
     with torch.no_grad():
-        ref_scores, ref_classes, ref_masks = ImageModel(fuse_conv_bn(model), H, W)(img)
+        ref_scores, ref_classes, ref_probs = ImageModel(fuse_conv_bn(model), H, W)(img)
         # and the unfused PyTorch inference path on the same image
         inst = model([{"image": img[0]}])[0]["instances"]
     np.testing.assert_allclose(scores, ref_scores.numpy(), atol=1e-3)
-    # same class wherever the ranking is unambiguous (scores apart by more than float noise)
+    # same class and mask wherever the ranking is unambiguous (scores apart by more than float noise)
     gaps = np.minimum(np.abs(np.diff(scores, prepend=np.inf)), np.abs(np.diff(scores, append=-np.inf)))
     distinct = gaps > 1e-5
     assert distinct.sum() >= 3
     np.testing.assert_array_equal(classes[distinct], ref_classes.numpy()[distinct])
-    for m, r in zip(masks.astype(bool), ref_masks.numpy().astype(bool)):
+    np.testing.assert_allclose(probs[distinct], ref_probs.numpy()[distinct], atol=1e-3)
+    # the runtime segmenter (RGB input given as a BGR frame) pastes the masks at the frame size
+    seg = OrtImageSegmenter(str(out))
+    scores, classes, masks = seg(img[0].permute(1, 2, 0).numpy()[:, :, ::-1].copy(), score_threshold=-1.0)
+    assert masks.shape == (100, H, W) and masks.dtype == bool
+    ref_masks, _ = binarize_masks(ref_probs, (128, 192), (H, W), (H, W), cfg.MODEL.MOBILEINST.INFERENCE.MASK_THRESHOLD)
+    for m, r in zip(masks[distinct], ref_masks.numpy()[distinct]):
         union = (m | r).sum()
         assert union == 0 or (m & r).sum() / union >= 0.99
     top = inst.scores.argsort(descending=True)[:3]
@@ -91,15 +102,15 @@ def test_mask_graphs_take_any_number_of_kernels(exported):
     for k in (1, 7, 20):
         (m1,) = head.run(None, {"mask_features": x_mask, "kernels": kernels[:k]})
         (m2,) = nonkey.run(None, {"image": img, "kernels": kernels[:k]})
-        assert m1.shape == (k, H, W) and m1.dtype == np.uint8
-        np.testing.assert_array_equal(m1, m2)  # same frame: reuse == recompute
+        assert m1.shape == (k, H // 4, 192 // 4) and m1.dtype == np.float32
+        np.testing.assert_allclose(m1, m2, atol=1e-6)  # same frame: reuse == recompute
 
 
 def test_torchscript_graph_runs(exported):
     _, out, _ = exported
     ts = torch.jit.load(str(out / "image.ts"))
-    scores, classes, masks = ts(torch.zeros(1, 3, H, W, dtype=torch.uint8))
-    assert masks.shape[1:] == (H, W)
+    scores, classes, probs = ts(torch.zeros(1, 3, H, W, dtype=torch.uint8))
+    assert probs.shape == (100, H // 4, 192 // 4) and scores.shape == (100,)
 
 
 def test_runtime_needs_no_torch_or_detectron2(exported, synthetic_root, tmp_path):

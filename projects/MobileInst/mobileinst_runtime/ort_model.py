@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
+from .masks import paste_masks
 from .tracking import TrackBook, associate
 
 META_FILE = "export_meta.json"
@@ -52,16 +53,21 @@ class _Letterbox:
         canvas[:rh, :rw] = img
         return canvas.transpose(2, 0, 1)[None], (rh, rw)
 
-    @staticmethod
-    def restore(masks: np.ndarray, valid, frame_size) -> np.ndarray:
-        """(k, H, W) uint8 graph masks -> (k, fh, fw) bool at the frame size."""
-        rh, rw = valid
-        fh, fw = frame_size
-        masks = masks[:, :rh, :rw]
-        if (rh, rw) == (fh, fw) or len(masks) == 0:
-            return masks.astype(bool).reshape(len(masks), fh, fw) if len(masks) else np.zeros((0, fh, fw), bool)
-        out = cv2.resize(np.ascontiguousarray(masks.transpose(1, 2, 0)), (fw, fh), interpolation=cv2.INTER_NEAREST)
-        return out.reshape(fh, fw, -1).transpose(2, 0, 1).astype(bool)
+
+class _Paster:
+    """Graph mask probabilities (k, h, w) on the padded input's mask grid ->
+    (k, fh, fw) bool masks at the frame size (:func:`paste_masks`)."""
+
+    def __init__(self, meta):
+        if "padded_size" not in meta:
+            raise KeyError("export_meta.json has no 'padded_size': re-export the model with tools/export.py")
+        self.padded = tuple(meta["padded_size"])
+        self.threshold = float(meta["mask_threshold"])
+
+    def __call__(self, mask_probs: np.ndarray, valid, frame_size) -> np.ndarray:
+        if len(mask_probs) == 0:
+            return np.zeros((0,) + tuple(frame_size), bool)
+        return paste_masks(mask_probs, self.padded, valid, frame_size, self.threshold)[0]
 
 
 def _input_dtype(session, name):
@@ -76,6 +82,7 @@ class OrtImageSegmenter:
         self.meta = load_meta(model_dir)
         self.session = _session(os.path.join(model_dir, graph), threads)
         self.letterbox = _Letterbox(self.meta)
+        self.paste = _Paster(self.meta)
         self.dtype = _input_dtype(self.session, "image")
 
     def __call__(self, frame_bgr: np.ndarray, score_threshold: float = None):
@@ -83,9 +90,9 @@ class OrtImageSegmenter:
         if score_threshold is None:
             score_threshold = self.meta.get("cls_threshold", 0.0)
         x, valid = self.letterbox(frame_bgr)
-        scores, classes, masks = self.session.run(None, {"image": x.astype(self.dtype)})
+        scores, classes, mask_probs = self.session.run(None, {"image": x.astype(self.dtype)})
         keep = scores > score_threshold
-        return scores[keep], classes[keep], _Letterbox.restore(masks[keep], valid, frame_bgr.shape[:2])
+        return scores[keep], classes[keep], self.paste(mask_probs[keep], valid, frame_bgr.shape[:2])
 
 
 class OrtVideoSegmenter:
@@ -98,6 +105,7 @@ class OrtVideoSegmenter:
         self.nonkeyframe = _session(os.path.join(model_dir, f"nonkeyframe{suffix}.onnx"), threads)
         self.mask_head = _session(os.path.join(model_dir, f"mask_head{suffix}.onnx"), threads)
         self.letterbox = _Letterbox(self.meta)
+        self.paste = _Paster(self.meta)
         self.dtype = _input_dtype(self.keyframe, "image")
         v = self.meta["video"]
         self.reuse_interval = int(reuse_interval or v["reuse_interval"])
@@ -136,19 +144,16 @@ class OrtVideoSegmenter:
         slots = np.nonzero(self.scores > self.track_score_threshold)[0]
         sel = np.ascontiguousarray(self.kernels[slots], dtype=np.float32)
         if len(slots) == 0:
-            masks = np.zeros((0,) + tuple(self.letterbox_size()), np.uint8)
+            probs = np.zeros((0, 1, 1), np.float32)
         elif key:
-            (masks,) = self.mask_head.run(None, {"mask_features": x_mask, "kernels": sel})
+            (probs,) = self.mask_head.run(None, {"mask_features": x_mask, "kernels": sel})
         else:
-            (masks,) = self.nonkeyframe.run(None, {"image": x, "kernels": sel})
-        masks = _Letterbox.restore(masks, valid, size)
+            (probs,) = self.nonkeyframe.run(None, {"image": x, "kernels": sel})
+        masks = self.paste(probs, valid, size)
         self.book.add_frame(masks, slots)
         self.frame_index += 1
         classes = self.book.mean_class_scores()[slots].argmax(-1) if len(slots) else np.zeros(0, np.int64)
         return {"masks": masks, "scores": self.scores[slots], "classes": classes, "track_ids": slots}
-
-    def letterbox_size(self):
-        return self.letterbox.h, self.letterbox.w
 
     def ytvis_result(self, video_id=None) -> dict:
         return self.book.ytvis_result(video_id)
