@@ -180,3 +180,14 @@ def test_export_with_the_papers_local_pooling(tmp_path):
                     "MODEL.MOBILEINST.MASK_DECODER.NORM", "BN")
     report = export(cfg, str(tmp_path), 128, 192, graphs=("keyframe",), torchscript=False)
     assert report["parity"]["keyframe"]["kernels"] < 1e-3
+
+
+def test_export_with_matrix_nms(tmp_path):
+    """INFERENCE.NMS_SIGMA is inside the image graph and matches PyTorch."""
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    from export import export
+
+    torch.manual_seed(0)
+    cfg = small_cfg("MODEL.MOBILEINST.INFERENCE.NMS_SIGMA", "2.0")
+    report = export(cfg, str(tmp_path), 128, 160, graphs=("image",), torchscript=False)
+    assert report["parity"]["image"]["scores"] < 1e-3 and report["parity"]["image"]["mask_probs"] < 1e-3

@@ -198,3 +198,39 @@ def test_multi_class_ranks_query_class_pairs():
     torch.testing.assert_close(inst.scores, p.sqrt() * torch.sigmoid(torch.tensor(9.0)), rtol=1e-4, atol=1e-4)
     single = postprocess_instances(logits, objectness, masks, (8, 8), (8, 8), (8, 8), cls_threshold=0.05)
     assert sorted(single.pred_classes.tolist()) == [0, 2]
+
+
+def test_matrix_nms_by_hand():
+    from mobileinst.postprocess import matrix_nms
+
+    a = [1, 1, 1, 0, 0, 0, 0, 0]
+    b = [0, 1, 1, 1, 0, 0, 0, 0]  # IoU(a, b) = 2 / 4
+    c = [0, 0, 0, 0, 0, 1, 1, 0]  # disjoint
+    binary = torch.tensor([a, b, c, a, b], dtype=torch.float32)
+    labels = torch.tensor([0, 0, 0, 1, 0])  # the 4th is a duplicate of another class: untouched
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5])
+    out = matrix_nms(binary, labels, scores, sigma=2.0)
+    # b decays by exp(-2 * 0.5^2); the last (IoU 1 with b, which itself overlaps a by 0.5):
+    # min(exp(-2 * (0.5^2 - 0)), exp(-2 * (1 - 0.5^2))) = exp(-1.5)
+    expected = torch.tensor([0.9, 0.8 * math.exp(-0.5), 0.7, 0.6, 0.5 * math.exp(-1.5)])
+    torch.testing.assert_close(out, expected)
+
+
+def test_nms_sigma_drops_a_duplicate_below_its_original():
+    """Two identical masks of one class: with NMS_SIGMA the second keeps a decayed score."""
+    logits = torch.full((3, 2), -8.0)
+    logits[0, 0] = logits[1, 0] = 4.0
+    logits[2, 1] = 3.0
+    objectness = torch.full((3,), 4.0)
+    masks = torch.full((3, 8, 8), -10.0)
+    masks[0, :4, :4] = masks[1, :4, :4] = 10.0
+    masks[2, 4:, 4:] = 10.0
+    args = ((32, 32), (32, 32), (32, 32), 0.005, 0.45, 100)
+    plain = postprocess_instances(logits, objectness, masks, *args)
+    nms = postprocess_instances(logits, objectness, masks, *args, nms_sigma=2.0)
+    assert len(plain) == len(nms) == 3
+    s_plain = plain.scores.sort(descending=True).values
+    s_nms = nms.scores.sort(descending=True).values
+    # the duplicate (IoU 1) is decayed by exp(-2); the others are untouched
+    torch.testing.assert_close(s_nms[0], s_plain[0])
+    assert math.isclose(float(s_nms.min()), float(s_plain[1]) * math.exp(-2.0), rel_tol=1e-4)

@@ -98,6 +98,10 @@ def add_mobileinst_config(cfg):
     # Rank all (query, class) pairs (Mask2Former) instead of one class per
     # query (SparseInst, the paper's default).
     mi.INFERENCE.MULTI_CLASS = False
+    # Beyond the paper (which is NMS-free): > 0 decays the scores of same-class
+    # duplicate masks with Matrix NMS (SOLOv2, Gaussian kernel, this sigma).
+    # Helps models trained briefly, whose duplicates are not yet suppressed.
+    mi.INFERENCE.NMS_SIGMA = 0.0
 
     # ---- video ---------------------------------------------------------------
     mi.VIDEO = CN()

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .postprocess import class_scores, rescore_by_masks, score_queries
+from .postprocess import class_scores, matrix_nms, rescore_by_masks, score_queries
 
 
 def _pad_size(h: int, w: int, divisibility: int):
@@ -82,7 +82,12 @@ class ImageModel(_Base):
             k = min(self.max_detections, scores.shape[0])
             scores, idx = scores.topk(k)
             classes = classes[idx]
-        return scores, classes, mask_logits[idx].sigmoid()
+        probs = mask_logits[idx].sigmoid()
+        if self.model.nms_sigma > 0:  # INFERENCE.NMS_SIGMA, as the PyTorch post-processing
+            binary = (probs > self.mask_threshold).flatten(1).to(probs.dtype)
+            scores, order = matrix_nms(binary, classes, scores, self.model.nms_sigma).sort(descending=True)
+            classes, probs = classes[order], probs[order]
+        return scores, classes, probs
 
 
 class KeyframeModel(_Base):

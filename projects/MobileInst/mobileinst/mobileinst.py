@@ -34,7 +34,7 @@ class MobileInst(nn.Module):
                  criterion: nn.Module, pixel_mean, pixel_std, size_divisibility: int = 64,
                  mask_upsample: int = 2, cls_threshold: float = 0.005, mask_threshold: float = 0.45,
                  max_detections: int = 100, query_passing: bool = False, supervise_key_frame: bool = True,
-                 deep_supervision: bool = False, multi_class: bool = False,
+                 deep_supervision: bool = False, multi_class: bool = False, nms_sigma: float = 0.0,
                  video_cfg: Optional[dict] = None):
         super().__init__()
         self.backbone = backbone
@@ -52,6 +52,7 @@ class MobileInst(nn.Module):
         self.supervise_key_frame = supervise_key_frame
         self.deep_supervision = deep_supervision
         self.multi_class = multi_class
+        self.nms_sigma = float(nms_sigma)
         self.video_cfg = dict(video_cfg or {})
         self.global_feature = "x6"
 
@@ -78,6 +79,7 @@ class MobileInst(nn.Module):
             "mask_threshold": c.INFERENCE.MASK_THRESHOLD,
             "max_detections": c.INFERENCE.MAX_DETECTIONS,
             "multi_class": c.INFERENCE.MULTI_CLASS,
+            "nms_sigma": c.INFERENCE.NMS_SIGMA,
             "query_passing": c.VIDEO.QUERY_PASSING,
             "supervise_key_frame": c.VIDEO.SUPERVISE_KEY_FRAME,
             "deep_supervision": c.DECODER.DEEP_SUPERVISION,
@@ -209,6 +211,7 @@ class MobileInst(nn.Module):
                 out["pred_logits"][i], out["pred_objectness"][i], out["pred_masks"][i],
                 images.tensor.shape[-2:], image_size, (height, width),
                 self.cls_threshold, self.mask_threshold, self.max_detections, self.multi_class,
+                self.nms_sigma,
             )
             results.append({"instances": inst})
         return results

@@ -51,6 +51,42 @@ def resize_masks(mask_prob: torch.Tensor, padded_size, image_size, output_size) 
     return out[:, 0, :oh, :ow]
 
 
+def matrix_nms(binary: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor, sigma: float = 2.0) -> torch.Tensor:
+    """Matrix NMS (SOLOv2), Gaussian kernel: decayed scores, no loop and no
+    hard suppression (exportable).
+
+    Args:
+        binary: (K, P) float 0/1 masks, rows sorted by ``scores`` descending.
+        labels: (K,) classes; only masks of the same class decay each other.
+        scores: (K,) descending.
+    Returns:
+        (K,) scores * min_i exp(-sigma * (iou_ij^2 - comp_i^2)) over the higher
+        scored i of the same class, where comp_i is i's own largest IoU with a
+        mask scored above it.
+    """
+    k = binary.shape[0]
+    if k == 0:
+        return scores
+    inter = binary @ binary.t()
+    areas = binary.sum(1)
+    iou = inter / (areas[:, None] + areas[None, :] - inter).clamp(min=1.0)
+    upper = torch.ones(k, k, dtype=torch.bool, device=binary.device).triu(1)
+    iou = iou * (upper & (labels[:, None] == labels[None, :])).to(iou.dtype)
+    comp = iou.max(0).values[:, None]  # (K, 1): row i's compensation
+    decay = torch.exp(-sigma * (iou ** 2 - comp ** 2)).min(0).values
+    return scores * decay
+
+
+def _decay_duplicates(scores, labels, mask_prob, mask_threshold, sigma, cls_threshold):
+    """Matrix NMS on score-sorted candidates; returns (new scores, order) re-sorted
+    and without those that fell to ``cls_threshold`` or below."""
+    binary = (mask_prob > mask_threshold).flatten(1).to(mask_prob.dtype)
+    scores = matrix_nms(binary, labels, scores, sigma)
+    scores, order = scores.sort(descending=True)
+    keep = scores > cls_threshold
+    return scores[keep], order[keep]
+
+
 def _binarize_resized_cpu(mask_prob: torch.Tensor, padded_size, image_size, output_size, threshold):
     """CPU fast path of ``resize_masks(...) > threshold`` plus the masks' boxes
     (:func:`mobileinst_runtime.masks.paste_masks`, shared with the ONNX runtime)."""
@@ -80,11 +116,13 @@ def binarize_masks(mask_prob: torch.Tensor, padded_size, image_size, output_size
 
 def postprocess_instances(logits, objectness, mask_logits, padded_size, image_size, output_size,
                           cls_threshold=0.005, mask_threshold=0.45, max_detections=100,
-                          multi_class: bool = False) -> Instances:
+                          multi_class: bool = False, nms_sigma: float = 0.0) -> Instances:
     """One image: (N, C), (N,), (N, h, w) -> detectron2 Instances at ``output_size``.
 
     ``multi_class``: rank all (query, class) pairs instead of each query's top
     class (Mask2Former's rule); a mask may then be returned with several classes.
+    ``nms_sigma`` > 0: decay the scores of same-class duplicates with
+    :func:`matrix_nms` (beyond the paper, which is NMS-free; off by default).
     """
     mask_prob = mask_logits.sigmoid()
     if multi_class:
@@ -95,6 +133,10 @@ def postprocess_instances(logits, objectness, mask_logits, padded_size, image_si
         keep = scores > cls_threshold
         scores, flat = scores[keep], flat[keep]
         queries, labels = flat // num_classes, flat % num_classes
+        if nms_sigma > 0:
+            scores, order = _decay_duplicates(scores, labels, mask_prob[queries], mask_threshold, nms_sigma,
+                                              cls_threshold)
+            queries, labels = queries[order], labels[order]
         unique, inverse = torch.unique(queries, return_inverse=True)
         mask_prob, index = mask_prob[unique], inverse
     else:
@@ -103,6 +145,11 @@ def postprocess_instances(logits, objectness, mask_logits, padded_size, image_si
         scores, labels, mask_prob = scores[keep], labels[keep], mask_prob[keep]
         scores = rescore_by_masks(scores, mask_prob, mask_threshold)
         index = None
+        if nms_sigma > 0:
+            order = scores.argsort(descending=True)
+            scores, order2 = _decay_duplicates(scores[order], labels[order], mask_prob[order], mask_threshold,
+                                               nms_sigma, cls_threshold)
+            labels, mask_prob = labels[order][order2], mask_prob[order][order2]
         if scores.numel() > max_detections:
             scores, idx = scores.topk(max_detections)
             labels, mask_prob = labels[idx], mask_prob[idx]
