@@ -67,3 +67,32 @@ def test_semantic_loss_small_for_a_perfect_map():
     wrong[0, 1], wrong[0, 3] = perfect[0, 3], perfect[0, 1]
     assert crit.semantic_loss(perfect, targets) < 1e-6
     assert crit.semantic_loss(wrong, targets) > 1.0
+
+
+def test_pooled_class_head_pools_by_hand():
+    from torch import nn
+
+    dec = build_model(small_cfg("MODEL.MOBILEINST.DECODER.POOLED_CLASS_HEAD", "True")).instance_decoder
+    dec.class_features, dec.pooled_cls = nn.Identity(), nn.Identity()
+    x_mask = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])  # (1, D=1, 2, 2)
+    weights = torch.tensor([[[[1.0, 0.0], [1.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]]])  # 2 masks
+    out = dec.masked_class_logits(x_mask, weights)
+    # sum(w * x) / (sum(w) + 1): (1 + 3) / 3; an empty mask pools to 0
+    torch.testing.assert_close(out, torch.tensor([[[4.0 / 3.0], [0.0]]]))
+
+
+def test_pooled_class_head_losses_and_gradients():
+    torch.manual_seed(0)
+    model = build_model(small_cfg("MODEL.MOBILEINST.DECODER.POOLED_CLASS_HEAD", "True"))
+    model.train()
+    losses = model(_batch())
+    assert "loss_pooled_cls" in losses and losses["loss_pooled_cls"] > 0
+    sum(losses.values()).backward()
+    dec = model.instance_decoder
+    assert dec.class_features[0].weight.grad.abs().sum() > 0 and dec.pooled_cls[-1].weight.grad.abs().sum() > 0
+    # the query's soft mask only weights the pooling: no gradient reaches the kernels through it
+    model.zero_grad()
+    x6, x_mask = model.encode(model.preprocess([_batch()[0]["image"]]).tensor)
+    kernels = torch.randn(1, 3, x_mask.shape[1], requires_grad=True)
+    dec.pooled_class_logits(kernels, x_mask).sum().backward()
+    assert kernels.grad is None or kernels.grad.abs().sum() == 0

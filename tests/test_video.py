@@ -124,6 +124,12 @@ def test_count_id_switches_by_hand():
     assert count_id_switches([[a, a, a, a], [b, b, b, b]], preds) == 2
     assert count_id_switches([[a, a, None, a]], preds) == 1
     assert count_id_switches([[a, a, a, a]], preds[:2]) == 0
+    assert count_id_switches([[a, a, a, a], [b, b, b, b]], preds, details=True) == (2, 0)
+    # a duplicate: id 3 covers a slightly better than id 1, which still covers it
+    a2 = a.copy()
+    a2[4, 0] = True  # IoU(a2, a) = 16 / 17
+    dup = [frame([a, b], [1, 2]), frame([a2, a, b], [1, 3, 2])]
+    assert count_id_switches([[a, a]], dup, details=True) == (1, 1)
 
 
 def _rss_mb() -> float:

@@ -101,6 +101,10 @@ def run_image_part(args, metrics):
     logger.info("[4/4] saving visualised predictions")
     vis_dir = save_visualizations(eval_cfg, os.path.join(args.output, "vis"))
     metrics["coco"] = {k: dict(v) for k, v in results.items()}
+    if cfg.MODEL.MOBILEINST.INFERENCE.NMS_SIGMA > 0:  # the paper's NMS-free rule, same model
+        model.nms_sigma = 0.0
+        metrics["coco_nms_free"] = {k: dict(v) for k, v in Trainer.test(cfg, model).items()}
+        model.nms_sigma = cfg.MODEL.MOBILEINST.INFERENCE.NMS_SIGMA
     metrics["image"] = {
         "config": os.path.relpath(args.config_file, ROOT),
         "iterations": cfg.SOLVER.MAX_ITER,
@@ -133,7 +137,7 @@ def count_switches(cfg, model, dataset_name, association, score_threshold=0.2):
     from mobileinst.video import VideoTracker, count_id_switches
 
     mapper = YTVISTestMapper(cfg)
-    total = 0
+    total = flips = 0
     for video in DatasetCatalog.get(dataset_name):
         inputs = mapper(video)
         tracker = VideoTracker.from_model(model, association=association, keep_results=False,
@@ -141,8 +145,9 @@ def count_switches(cfg, model, dataset_name, association, score_threshold=0.2):
         with torch.no_grad():
             preds = [tracker.step(f) for f in inputs["image"]]
         preds = [p[p.scores >= score_threshold] for p in preds]
-        total += count_id_switches(_gt_tracks(video), preds)
-    return total
+        n, f = count_id_switches(_gt_tracks(video), preds, details=True)
+        total, flips = total + n, flips + f
+    return total, flips
 
 
 def run_video_part(args, metrics, image_weights):
@@ -172,9 +177,13 @@ def run_video_part(args, metrics, image_weights):
     results = Trainer.test(cfg, model)
     eval_time = time.perf_counter() - start
     name = cfg.DATASETS.TEST[0]
+    (with_a, flips_a), (without_a, flips_n) = (count_switches(cfg, model, name, a) for a in (True, False))
     switches = {
-        "with_association": count_switches(cfg, model, name, True),
-        "without_association": count_switches(cfg, model, name, False),
+        "with_association": with_a,
+        "without_association": without_a,
+        # switches where the previous id still covers the object (duplicate masks)
+        "duplicate_flips_with_association": flips_a,
+        "duplicate_flips_without_association": flips_n,
     }
     logger.info("[video 3/3] annotated video of the first val video")
     eval_cfg = cfg.clone()

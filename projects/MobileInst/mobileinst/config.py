@@ -80,6 +80,9 @@ def add_mobileinst_config(cfg):
     mi.LOSS.OBJECTNESS_WEIGHT = 1.0
     # Per-pixel class (semantic) loss on X_mask; used with MASK_POOLED_CLASSIFICATION.
     mi.LOSS.SEMANTIC_WEIGHT = 0.0
+    # With DECODER.POOLED_CLASS_HEAD: cross-entropy of the pooled class head on
+    # features averaged inside each ground-truth mask (no matching involved).
+    mi.LOSS.POOLED_CLASS_WEIGHT = 1.0
     mi.LOSS.FOCAL_ALPHA = 0.25
     mi.LOSS.FOCAL_GAMMA = 2.0
     # Threshold on mask probabilities when computing the IoU target of L_obj.

@@ -238,8 +238,13 @@ class DualInstanceDecoder(nn.Module):
     def pooled_class_logits(self, kernels: torch.Tensor, x_mask: torch.Tensor) -> torch.Tensor:
         """Class logits from features averaged inside each query's soft mask
         sigmoid(K . X_mask) (detached): (B, N, C)."""
+        weights = torch.einsum("bnd,bdhw->bnhw", kernels, x_mask).sigmoid().detach()
+        return self.masked_class_logits(x_mask, weights)
+
+    def masked_class_logits(self, x_mask: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """The pooled class head on (B, M, h, w) mask weights on the grid of X_mask: (B, M, C)."""
         feats = self.class_features(x_mask).flatten(2)  # B, D, P
-        weights = torch.einsum("bnd,bdhw->bnhw", kernels, x_mask).flatten(2).sigmoid().detach()
+        weights = weights.flatten(2)
         pooled = torch.einsum("bnp,bdp->bnd", weights, feats) / (weights.sum(-1, keepdim=True) + 1.0)
         return self.pooled_cls(pooled)
 

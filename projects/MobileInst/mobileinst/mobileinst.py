@@ -35,6 +35,7 @@ class MobileInst(nn.Module):
                  mask_upsample: int = 2, cls_threshold: float = 0.005, mask_threshold: float = 0.45,
                  max_detections: int = 100, query_passing: bool = False, supervise_key_frame: bool = True,
                  deep_supervision: bool = False, multi_class: bool = False, nms_sigma: float = 0.0,
+                 pooled_class_weight: float = 0.0,
                  video_cfg: Optional[dict] = None):
         super().__init__()
         self.backbone = backbone
@@ -53,6 +54,7 @@ class MobileInst(nn.Module):
         self.deep_supervision = deep_supervision
         self.multi_class = multi_class
         self.nms_sigma = float(nms_sigma)
+        self.pooled_class_weight = float(pooled_class_weight)
         self.video_cfg = dict(video_cfg or {})
         self.global_feature = "x6"
 
@@ -80,6 +82,7 @@ class MobileInst(nn.Module):
             "max_detections": c.INFERENCE.MAX_DETECTIONS,
             "multi_class": c.INFERENCE.MULTI_CLASS,
             "nms_sigma": c.INFERENCE.NMS_SIGMA,
+            "pooled_class_weight": c.LOSS.POOLED_CLASS_WEIGHT,
             "query_passing": c.VIDEO.QUERY_PASSING,
             "supervise_key_frame": c.VIDEO.SUPERVISE_KEY_FRAME,
             "deep_supervision": c.DECODER.DEEP_SUPERVISION,
@@ -169,7 +172,9 @@ class MobileInst(nn.Module):
             images = self.preprocess([x["image"] for x in batched_inputs])
             targets = self.prepare_targets([x["instances"] for x in batched_inputs], images.tensor.shape[-2:])
             x6, x_mask = self.encode(images.tensor)
-            return self._image_losses(x6, x_mask, targets)
+            losses = self._image_losses(x6, x_mask, targets)
+            losses.update(self._pooled_class_loss(x_mask, targets))
+            return losses
 
         b = len(batched_inputs)
         frames = [x["image"][0] for x in batched_inputs] + [x["image"][1] for x in batched_inputs]
@@ -179,7 +184,9 @@ class MobileInst(nn.Module):
         x6, x_mask = self.encode(images.tensor)
         dec = self.instance_decoder
         if not self.query_passing:
-            return self._image_losses(x6, x_mask, targets)
+            losses = self._image_losses(x6, x_mask, targets)
+            losses.update(self._pooled_class_loss(x_mask, targets))
+            return losses
         # Temporal query passing: Q_G of frame t -> local stage of frame t+d.
         q_global = dec.forward_global(x6[:b])
         size = x6.shape[-2:]
@@ -188,7 +195,29 @@ class MobileInst(nn.Module):
             losses.update(self._loss_on(dec.forward_local(q_global, x_mask[:b], size), x_mask[:b], targets[:b]))
             if self.deep_supervision:
                 losses.update(self._loss_on(dec.predict_heads(q_global), x_mask[:b], targets[:b], "_global"))
+        losses.update(self._pooled_class_loss(x_mask, targets))
         return losses
+
+    def _pooled_class_loss(self, x_mask, targets):
+        """DECODER.POOLED_CLASS_HEAD: cross-entropy of the pooled class head on
+        X_mask features averaged inside each ground-truth mask. Trains the
+        class features without the duplicates and label noise of matching."""
+        dec = self.instance_decoder
+        if not getattr(dec, "pooled_class_head", False) or self.pooled_class_weight <= 0:
+            return {}
+        h, w = x_mask.shape[-2:]
+        logits, labels = [], []
+        for i, t in enumerate(targets):
+            if len(t["labels"]) == 0:
+                continue
+            weights = F.adaptive_avg_pool2d(t["masks"][None].to(x_mask.dtype), (h, w))
+            logits.append(dec.masked_class_logits(x_mask[i: i + 1], weights)[0])
+            labels.append(t["labels"])
+        if not logits:  # keep the head in the graph (DDP) with a zero loss
+            zero = sum(p.sum() for p in dec.pooled_cls.parameters()) * 0.0
+            return {"loss_pooled_cls": zero + dec.class_features(x_mask).sum() * 0.0}
+        loss = F.cross_entropy(torch.cat(logits), torch.cat(labels))
+        return {"loss_pooled_cls": loss * self.pooled_class_weight}
 
     def _image_losses(self, x6, x_mask, targets):
         dec = self.instance_decoder

@@ -149,7 +149,7 @@ class VideoTracker:
 
 
 def count_id_switches(gt_tracks: List[List[Optional[np.ndarray]]], frame_predictions: List[Instances],
-                      iou_threshold: float = 0.5) -> int:
+                      iou_threshold: float = 0.5, details: bool = False):
     """Identity switches: for every ground-truth track, how often the id of the
     predicted instance that covers it (mask IoU >= ``iou_threshold``) changes
     between consecutive frames where it is covered.
@@ -157,8 +157,14 @@ def count_id_switches(gt_tracks: List[List[Optional[np.ndarray]]], frame_predict
     Args:
         gt_tracks: per GT track, per frame a bool mask (H, W) or None.
         frame_predictions: per frame, Instances with ``pred_masks`` and ``track_ids``.
+        details: also return how many of the switches are duplicate flips: the
+            previous id still covers the object (IoU >= ``iou_threshold``) but
+            another id covers it better. Association cannot remove those; they
+            come from duplicate masks of one object.
+    Returns:
+        switches, or (switches, duplicate flips) with ``details``.
     """
-    switches = 0
+    switches = flips = 0
     for track in gt_tracks:
         last = None
         for mask, pred in zip(track, frame_predictions):
@@ -175,5 +181,7 @@ def count_id_switches(gt_tracks: List[List[Optional[np.ndarray]]], frame_predict
             tid = int(pred.track_ids[best])
             if last is not None and tid != last:
                 switches += 1
+                covering = pred.track_ids[iou >= iou_threshold].tolist()
+                flips += int(last in covering)
             last = tid
-    return switches
+    return (switches, flips) if details else switches
