@@ -189,5 +189,6 @@ def test_export_with_matrix_nms(tmp_path):
 
     torch.manual_seed(0)
     cfg = small_cfg("MODEL.MOBILEINST.INFERENCE.NMS_SIGMA", "2.0")
-    report = export(cfg, str(tmp_path), 128, 160, graphs=("image",), torchscript=False)
+    report = export(cfg, str(tmp_path), 128, 160, graphs=("image", "keyframe"), torchscript=False)
     assert report["parity"]["image"]["scores"] < 1e-3 and report["parity"]["image"]["mask_probs"] < 1e-3
+    assert report["parity"]["keyframe"]["scores"] < 1e-3 and report["parity"]["keyframe"]["class_scores"] < 1e-3

@@ -1,4 +1,6 @@
 """Online video inference: kernel reuse, kernel association, constant memory."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -174,3 +176,29 @@ def test_reuse_global_features_skips_the_backbone_transformer(model, monkeypatch
     reused = [t3.step(frames[0]), t3.step(frames[0])]
     assert torch.equal(same[1].pred_masks, reused[1].pred_masks)
     assert all(o.pred_masks.shape[1:] == (64, 96) for o in outs)
+
+
+def test_keyframe_scores_decay_duplicate_queries():
+    """NMS_SIGMA: a query whose kernel (hence mask) and class copy a better one
+    keeps exp(-sigma) of its score; the others are untouched."""
+    from conftest import small_cfg
+    from detectron2.modeling import build_model
+
+    torch.manual_seed(0)
+    model = build_model(small_cfg("MODEL.MOBILEINST.INFERENCE.NMS_SIGMA", "2.0")).eval()
+    x_mask = torch.randn(1, 64, 8, 8)
+    kernels = torch.randn(1, 3, 64)
+    kernels[0, 1] = kernels[0, 0]  # same mask as query 0
+    logits = torch.full((1, 3, 5), -6.0)
+    logits[0, 0, 2], logits[0, 1, 2], logits[0, 2, 2] = 3.0, 2.0, 1.0
+    out = {"pred_logits": logits, "pred_objectness": torch.zeros(1, 3), "pred_kernels": kernels}
+    scores, classes, per_class = model.keyframe_scores(out, x_mask)
+    model.nms_sigma = 0.0
+    plain, _, plain_per_class = model.keyframe_scores(out, x_mask)
+    binary = (model.mask_logits(kernels, x_mask)[0].sigmoid() > model.mask_threshold).flatten(1).float()
+    inter = binary[2] @ binary[0]
+    iou = float(inter / (binary[2].sum() + binary[0].sum() - inter).clamp(min=1))
+    torch.testing.assert_close(scores[0], plain[0])
+    torch.testing.assert_close(scores[1], plain[1] * math.exp(-2.0))
+    torch.testing.assert_close(scores[2], plain[2] * math.exp(-2.0 * iou ** 2), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(per_class[1], plain_per_class[1] * math.exp(-2.0))

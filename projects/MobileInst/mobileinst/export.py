@@ -94,9 +94,8 @@ class KeyframeModel(_Base):
     def forward(self, image):
         x6, x_mask = self.model.encode(self.normalize(image))
         out = self.model.instance_decoder(x6, x_mask)
-        logits, objectness = out["pred_logits"][0], out["pred_objectness"][0]
-        scores, classes = score_queries(logits, objectness)
-        return out["pred_kernels"][0], scores, classes, class_scores(logits, objectness), x_mask
+        scores, classes, per_class = self.model.keyframe_scores(out, x_mask)
+        return out["pred_kernels"][0], scores, classes, per_class, x_mask
 
 
 class MaskHead(_Base):

@@ -24,7 +24,7 @@ from torch import nn
 from .criterion import SetCriterion
 from .instance_decoder import DualInstanceDecoder
 from .mask_decoder import SemanticEnhancedMaskDecoder
-from .postprocess import postprocess_instances
+from .postprocess import class_scores, matrix_nms, postprocess_instances, score_queries
 
 
 @META_ARCH_REGISTRY.register()
@@ -120,6 +120,26 @@ class MobileInst(nn.Module):
             masks = F.interpolate(masks, scale_factor=float(self.mask_upsample), mode="bilinear",
                                   align_corners=False)
         return masks
+
+    def keyframe_scores(self, out: Dict[str, torch.Tensor], x_mask: torch.Tensor):
+        """Per query of one frame: (scores (N,), classes (N,), class scores (N, C)).
+
+        With INFERENCE.NMS_SIGMA > 0 the scores and class scores of same-class
+        duplicate masks are decayed by Matrix NMS (masks on the mask grid), so
+        that duplicates of one object do not become tracks of their own.
+        Used by the video tracker and the exported keyframe graph.
+        """
+        logits, objectness = out["pred_logits"][0], out["pred_objectness"][0]
+        scores, classes = score_queries(logits, objectness)
+        per_class = class_scores(logits, objectness)
+        if self.nms_sigma > 0:
+            probs = self.mask_logits(out["pred_kernels"][:1], x_mask[:1])[0].sigmoid()
+            binary = (probs > self.mask_threshold).flatten(1).to(probs.dtype)
+            order = scores.argsort(descending=True)
+            decayed = matrix_nms(binary[order], classes[order], scores[order], self.nms_sigma)
+            factor = torch.zeros_like(scores).scatter(0, order, decayed / scores[order].clamp(min=1e-12))
+            scores, per_class = scores * factor, per_class * factor[:, None]
+        return scores, classes, per_class
 
     def predict(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
         """Full image model on a padded, normalised batch (the exportable core)."""

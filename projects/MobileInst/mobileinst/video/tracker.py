@@ -24,7 +24,7 @@ import torch
 from detectron2.structures import Boxes, Instances
 from mobileinst_runtime.tracking import TrackBook
 
-from ..postprocess import binarize_masks, class_scores, score_queries
+from ..postprocess import binarize_masks
 from .association import associate
 
 
@@ -125,15 +125,13 @@ class VideoTracker:
     def _keyframe(self, x6, x_mask):
         out = self.model.instance_decoder(x6, x_mask)
         kernels = out["pred_kernels"][0]
-        logits = out["pred_logits"][0]
-        objectness = out["pred_objectness"][0]
+        scores, _, per_class = self.model.keyframe_scores(out, x_mask)
         if self.association and self.kernels is not None:
             perm = associate(self.kernels, kernels)
-            kernels, logits, objectness = kernels[perm], logits[perm], objectness[perm]
-        scores, _ = score_queries(logits, objectness)
+            kernels, scores, per_class = kernels[perm], scores[perm], per_class[perm]
         self.kernels = kernels
         self.frame_scores = scores
-        self.book.add_keyframe(class_scores(logits, objectness).float().cpu().numpy())
+        self.book.add_keyframe(per_class.float().cpu().numpy())
         self.class_scores = torch.from_numpy(self.book.mean_class_scores())
 
     # ----------------------------------------------------------------------
