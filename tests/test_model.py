@@ -100,3 +100,25 @@ def test_default_predictor_loads_weights(tmp_path, model):
                       "height": 90, "width": 120}])[0]["instances"]
     torch.testing.assert_close(inst.scores, ref.scores, rtol=1e-4, atol=1e-5)
     assert torch.equal(inst.pred_classes, ref.pred_classes)
+
+
+def test_channels_last_computes_the_same_function():
+    """MODEL.MOBILEINST.CHANNELS_LAST only changes the memory format."""
+    from conftest import small_cfg
+    from detectron2.modeling import build_model
+
+    torch.manual_seed(0)
+    nhwc = build_model(small_cfg()).eval()
+    assert nhwc.channels_last
+    nchw = build_model(small_cfg("MODEL.MOBILEINST.CHANNELS_LAST", "False")).eval()
+    nchw.load_state_dict(nhwc.state_dict())
+    conv = nhwc.backbone.tpm.stem[0].c.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    img = torch.randint(0, 255, (3, 96, 128), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    batch = nhwc.preprocess([img]).tensor
+    assert batch.is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        a = nhwc.predict(batch)
+        b = nchw.predict(nchw.preprocess([img]).tensor)
+    for k in ("pred_logits", "pred_objectness", "pred_masks"):
+        torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-3)

@@ -35,7 +35,7 @@ class MobileInst(nn.Module):
                  mask_upsample: int = 2, cls_threshold: float = 0.005, mask_threshold: float = 0.45,
                  max_detections: int = 100, query_passing: bool = False, supervise_key_frame: bool = True,
                  deep_supervision: bool = False, multi_class: bool = False, nms_sigma: float = 0.0,
-                 pooled_class_weight: float = 0.0,
+                 pooled_class_weight: float = 0.0, channels_last: bool = False,
                  video_cfg: Optional[dict] = None):
         super().__init__()
         self.backbone = backbone
@@ -57,6 +57,9 @@ class MobileInst(nn.Module):
         self.pooled_class_weight = float(pooled_class_weight)
         self.video_cfg = dict(video_cfg or {})
         self.global_feature = "x6"
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
 
     @classmethod
     def from_config(cls, cfg):
@@ -83,6 +86,7 @@ class MobileInst(nn.Module):
             "multi_class": c.INFERENCE.MULTI_CLASS,
             "nms_sigma": c.INFERENCE.NMS_SIGMA,
             "pooled_class_weight": c.LOSS.POOLED_CLASS_WEIGHT,
+            "channels_last": c.CHANNELS_LAST,
             "query_passing": c.VIDEO.QUERY_PASSING,
             "supervise_key_frame": c.VIDEO.SUPERVISE_KEY_FRAME,
             "deep_supervision": c.DECODER.DEEP_SUPERVISION,
@@ -102,7 +106,10 @@ class MobileInst(nn.Module):
     # ------------------------------------------------------------------ parts
     def preprocess(self, images: List[torch.Tensor]) -> ImageList:
         images = [(x.to(self.device) - self.pixel_mean) / self.pixel_std for x in images]
-        return ImageList.from_tensors(images, self.size_divisibility)
+        images = ImageList.from_tensors(images, self.size_divisibility)
+        if self.channels_last:
+            images.tensor = images.tensor.contiguous(memory_format=torch.channels_last)
+        return images
 
     def encode(self, images: torch.Tensor, x6: Optional[torch.Tensor] = None):
         """Backbone + mask decoder: normalised, padded images -> (X6, X_mask).

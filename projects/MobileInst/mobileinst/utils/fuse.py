@@ -45,4 +45,6 @@ def fuse_conv_bn(model: nn.Module, inplace: bool = False) -> nn.Module:
                 if type(conv) is nn.Conv2d and _is_bn(bn):
                     module._modules[a] = fuse_conv_bn_eval(conv, bn)
                     module._modules[b] = nn.Identity()
+    if getattr(model, "channels_last", False):  # fused convs are new tensors
+        model.to(memory_format=torch.channels_last)
     return model
