@@ -1,10 +1,8 @@
-"""Options beyond the paper: deep supervision, masked attention, mask-pooled classification, X6 reuse."""
+"""Options beyond the paper: deep supervision, masked attention, the pooled class head."""
 import torch
 from conftest import small_cfg
 from detectron2.modeling import build_model
 from detectron2.structures import BitMasks, Instances
-
-from mobileinst.instance_decoder import DualInstanceDecoder
 
 
 def _batch():
@@ -15,15 +13,6 @@ def _batch():
     inst.gt_masks = BitMasks(m)
     inst.gt_classes = torch.tensor([2])
     return [{"image": img, "instances": inst}]
-
-
-def test_mask_pool_by_hand():
-    kernels = torch.tensor([[[1.0], [-1.0]]])  # 2 queries, D = 1
-    x_mask = torch.tensor([[[[1.0, -1.0], [2.0, -3.0]]]])  # (1, 1, 2, 2)
-    values = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])  # (1, C=1, 2, 2)
-    pooled = DualInstanceDecoder.mask_pool(kernels, x_mask, values)
-    # query 0 covers the positive entries (1 and 3), query 1 the negative ones (2 and 4)
-    torch.testing.assert_close(pooled, torch.tensor([[[2.0], [3.0]]]), rtol=1e-3, atol=1e-3)
 
 
 def test_masked_attention_mask():
@@ -42,31 +31,14 @@ def test_masked_attention_mask():
     assert not mask[empty].any()
 
 
-def test_deep_supervision_and_semantic_losses():
+def test_deep_supervision_losses():
     torch.manual_seed(0)
-    model = build_model(small_cfg("MODEL.MOBILEINST.DECODER.DEEP_SUPERVISION", "True",
-                                  "MODEL.MOBILEINST.DECODER.MASK_POOLED_CLASSIFICATION", "True",
-                                  "MODEL.MOBILEINST.LOSS.SEMANTIC_WEIGHT", "2.0"))
+    model = build_model(small_cfg("MODEL.MOBILEINST.DECODER.DEEP_SUPERVISION", "True"))
     model.train()
     losses = model(_batch())
-    assert {"loss_cls_global", "loss_dice_global", "loss_semantic"} <= set(losses)
+    assert {"loss_cls_global", "loss_dice_global", "loss_mask_global", "loss_objectness_global"} <= set(losses)
     sum(losses.values()).backward()
-    assert model.instance_decoder.semantic_head.weight.grad.abs().sum() > 0
-
-
-def test_semantic_loss_small_for_a_perfect_map():
-    from mobileinst.criterion import SetCriterion
-
-    crit = SetCriterion(small_cfg("MODEL.MOBILEINST.LOSS.SEMANTIC_WEIGHT", "1.0"))
-    masks = torch.zeros(1, 8, 8)
-    masks[0, 2:6, 2:6] = 1
-    targets = [{"labels": torch.tensor([1]), "masks": masks}]
-    perfect = torch.full((1, 5, 8, 8), -20.0)
-    perfect[0, 1][masks[0] > 0] = 20.0
-    wrong = perfect.clone()
-    wrong[0, 1], wrong[0, 3] = perfect[0, 3], perfect[0, 1]
-    assert crit.semantic_loss(perfect, targets) < 1e-6
-    assert crit.semantic_loss(wrong, targets) > 1.0
+    assert model.instance_decoder.global_stage.cross_attn.q_proj.weight.grad.abs().sum() > 0
 
 
 def test_pooled_class_head_pools_by_hand():

@@ -60,10 +60,6 @@ def add_mobileinst_config(cfg):
     # Beyond the paper: masked attention in the local stage (each query only
     # attends to X_L inside the mask predicted from its global-stage kernel).
     mi.DECODER.MASKED_ATTENTION = False
-    # Beyond the paper: a 1x1 per-pixel class head on X_mask whose logits,
-    # averaged inside each query's predicted mask, are added to the query's
-    # class logits (trained with LOSS.SEMANTIC_WEIGHT; converges much faster).
-    mi.DECODER.MASK_POOLED_CLASSIFICATION = False
     # Beyond the paper: add class logits from features of X_mask averaged
     # inside each query's soft mask (an MLP head); shapes classes learn faster.
     mi.DECODER.POOLED_CLASS_HEAD = False
@@ -78,8 +74,6 @@ def add_mobileinst_config(cfg):
     mi.LOSS.MASK_DICE_WEIGHT = 2.0
     mi.LOSS.MASK_PIXEL_WEIGHT = 2.0
     mi.LOSS.OBJECTNESS_WEIGHT = 1.0
-    # Per-pixel class (semantic) loss on X_mask; used with MASK_POOLED_CLASSIFICATION.
-    mi.LOSS.SEMANTIC_WEIGHT = 0.0
     # With DECODER.POOLED_CLASS_HEAD: cross-entropy of the pooled class head on
     # features averaged inside each ground-truth mask (no matching involved).
     mi.LOSS.POOLED_CLASS_WEIGHT = 1.0

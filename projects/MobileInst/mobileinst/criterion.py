@@ -44,8 +44,7 @@ class SetCriterion(nn.Module):
     @configurable
     def __init__(self, *, num_classes: int, matcher: HungarianMatcher, class_weight: float,
                  dice_weight: float, pixel_weight: float, objectness_weight: float,
-                 focal_alpha: float = 0.25, focal_gamma: float = 2.0, iou_threshold: float = 0.4,
-                 semantic_weight: float = 0.0):
+                 focal_alpha: float = 0.25, focal_gamma: float = 2.0, iou_threshold: float = 0.4):
         super().__init__()
         self.num_classes = num_classes
         self.matcher = matcher
@@ -54,7 +53,6 @@ class SetCriterion(nn.Module):
             "loss_dice": dice_weight,
             "loss_mask": pixel_weight,
             "loss_objectness": objectness_weight,
-            "loss_semantic": semantic_weight,
         }
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
@@ -73,7 +71,6 @@ class SetCriterion(nn.Module):
             "focal_alpha": c.LOSS.FOCAL_ALPHA,
             "focal_gamma": c.LOSS.FOCAL_GAMMA,
             "iou_threshold": c.LOSS.IOU_MASK_THRESHOLD,
-            "semantic_weight": c.LOSS.SEMANTIC_WEIGHT,
         }
 
     def forward(self, outputs: Dict[str, torch.Tensor], targets: List[dict]) -> Dict[str, torch.Tensor]:
@@ -120,21 +117,4 @@ class SetCriterion(nn.Module):
 
         losses = {"loss_cls": loss_cls, "loss_dice": loss_dice, "loss_mask": loss_mask,
                   "loss_objectness": loss_obj}
-        if "pred_semantic" in outputs and self.weights["loss_semantic"] > 0:
-            losses["loss_semantic"] = self.semantic_loss(outputs["pred_semantic"], targets)
         return {k: v * self.weights[k] for k, v in losses.items()}
-
-    def semantic_loss(self, semantic: torch.Tensor, targets: List[dict]) -> torch.Tensor:
-        """Per-pixel sigmoid focal loss of (B, C, h, w) class logits against the
-        union of the GT masks of each class (resized to h x w), normalised by
-        the number of foreground pixels."""
-        h, w = semantic.shape[-2:]
-        target = torch.zeros_like(semantic)
-        for b, t in enumerate(targets):
-            if len(t["labels"]):
-                m = F.interpolate(t["masks"][None].to(semantic.dtype), size=(h, w), mode="bilinear",
-                                  align_corners=False)[0]
-                target[b].index_put_((t["labels"],), m, accumulate=True)
-        target = target.clamp(max=1.0)
-        num = target.sum().clamp(min=1.0)
-        return sigmoid_focal_loss(semantic, target, self.focal_alpha, self.focal_gamma, "sum") / num

@@ -103,8 +103,7 @@ class DualInstanceDecoder(nn.Module):
     def __init__(self, *, global_channels: int, mask_channels: int, num_classes: int, num_queries: int,
                  hidden_dim: int, num_heads: int, dim_feedforward: int, dropout: float, pre_norm: bool,
                  kernel_dim: int, local_pooling: str = "max", local_pool_stride: int = 64,
-                 masked_attention: bool = False, mask_pooled_classification: bool = False,
-                 pooled_class_head: bool = False, prior_prob: float = 0.01):
+                 masked_attention: bool = False, pooled_class_head: bool = False, prior_prob: float = 0.01):
         """
         Args:
             global_channels: channels of X6.
@@ -122,7 +121,6 @@ class DualInstanceDecoder(nn.Module):
             )
         self.local_pool_stride = local_pool_stride
         self.masked_attention = masked_attention
-        self.mask_pooled_classification = mask_pooled_classification
         self.query_feat = nn.Embedding(num_queries, hidden_dim)
         self.query_pos = nn.Embedding(num_queries, hidden_dim)
         self.global_proj = nn.Linear(global_channels, hidden_dim)
@@ -141,11 +139,6 @@ class DualInstanceDecoder(nn.Module):
         bias = -math.log((1 - prior_prob) / prior_prob)
         nn.init.constant_(self.cls_head.bias, bias)
         nn.init.constant_(self.objectness_head.bias, 0.0)
-        if mask_pooled_classification:
-            # per-pixel class logits on X_mask, averaged inside each query's mask
-            self.semantic_head = nn.Conv2d(mask_channels, num_classes, 1)
-            nn.init.normal_(self.semantic_head.weight, std=0.01)
-            nn.init.constant_(self.semantic_head.bias, bias)
         self.pooled_class_head = pooled_class_head
         if pooled_class_head:
             # class features on X_mask, averaged over each query's soft mask
@@ -179,7 +172,6 @@ class DualInstanceDecoder(nn.Module):
             "local_pooling": d.LOCAL_POOLING,
             "local_pool_stride": d.LOCAL_POOL_STRIDE,
             "masked_attention": d.MASKED_ATTENTION,
-            "mask_pooled_classification": d.MASK_POOLED_CLASSIFICATION,
             "pooled_class_head": d.POOLED_CLASS_HEAD,
         }
 
@@ -225,12 +217,6 @@ class DualInstanceDecoder(nn.Module):
         query_pos = self.query_pos.weight.unsqueeze(0).expand(q_global.shape[0], -1, -1)
         attn_mask = self.local_attention_mask(q_global, x_local) if self.masked_attention else None
         out = self.predict_heads(self.local_stage(q_global, query_pos, memory, pos, attn_mask))
-        if self.mask_pooled_classification:
-            semantic = self.semantic_head(x_mask)
-            out["pred_semantic"] = semantic
-            # the head's prior bias belongs to the per-pixel loss, not to the queries
-            pooled = self.mask_pool(out["pred_kernels"], x_mask, semantic) - self.semantic_head.bias
-            out["pred_logits"] = out["pred_logits"] + pooled
         if self.pooled_class_head:
             out["pred_logits"] = out["pred_logits"] + self.pooled_class_logits(out["pred_kernels"], x_mask)
         return out
@@ -247,13 +233,6 @@ class DualInstanceDecoder(nn.Module):
         weights = weights.flatten(2)
         pooled = torch.einsum("bnp,bdp->bnd", weights, feats) / (weights.sum(-1, keepdim=True) + 1.0)
         return self.pooled_cls(pooled)
-
-    @staticmethod
-    def mask_pool(kernels: torch.Tensor, x_mask: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        """Average of ``values`` (B, C, h, w) inside each query's binarised (detached) mask: (B, N, C)."""
-        weights = (torch.einsum("bnd,bdhw->bnhw", kernels, x_mask) > 0).to(values.dtype).detach().flatten(2)
-        pooled = torch.einsum("bnp,bcp->bnc", weights, values.flatten(2))
-        return pooled / (weights.sum(-1, keepdim=True) + 1e-3)
 
     def local_attention_mask(self, q_global: torch.Tensor, x_local: torch.Tensor) -> torch.Tensor:
         """Masked attention (Mask2Former) for the local stage: each query attends only
