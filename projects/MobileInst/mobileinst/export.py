@@ -29,16 +29,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .postprocess import class_scores, matrix_nms, rescore_by_masks, score_queries
-
-
-def _pad_size(h: int, w: int, divisibility: int):
-    return (h + divisibility - 1) // divisibility * divisibility, (w + divisibility - 1) // divisibility * divisibility
+from .postprocess import class_scores, decay_duplicates, rescore_by_masks, score_queries
 
 
 def padded_size(model, height: int, width: int):
     """The size the graphs pad a (height, width) input to."""
-    return _pad_size(int(height), int(width), model.size_divisibility)
+    d = model.size_divisibility
+    return (int(height) + d - 1) // d * d, (int(width) + d - 1) // d * d
 
 
 class _Base(nn.Module):
@@ -46,7 +43,7 @@ class _Base(nn.Module):
         super().__init__()
         self.model = model.eval()
         self.height, self.width = int(height), int(width)
-        self.padded = _pad_size(self.height, self.width, model.size_divisibility)
+        self.padded = padded_size(model, self.height, self.width)
         self.mask_threshold = float(model.mask_threshold)
 
     def normalize(self, image: torch.Tensor) -> torch.Tensor:
@@ -84,8 +81,7 @@ class ImageModel(_Base):
             classes = classes[idx]
         probs = mask_logits[idx].sigmoid()
         if self.model.nms_sigma > 0:  # INFERENCE.NMS_SIGMA, as the PyTorch post-processing
-            binary = (probs > self.mask_threshold).flatten(1).to(probs.dtype)
-            scores, order = matrix_nms(binary, classes, scores, self.model.nms_sigma).sort(descending=True)
+            scores, order = decay_duplicates(scores, classes, probs, self.mask_threshold, self.model.nms_sigma)
             classes, probs = classes[order], probs[order]
         return scores, classes, probs
 
@@ -112,7 +108,7 @@ class NonKeyframeModel(_Base):
 def example_inputs(model, height: int, width: int):
     image = torch.randint(0, 255, (1, 3, height, width), dtype=torch.uint8)
     d = model.mask_decoder.kernel_dim
-    ph, pw = _pad_size(height, width, model.size_divisibility)
+    ph, pw = padded_size(model, height, width)
     x_mask = torch.randn(1, d, ph // 8, pw // 8)
     kernels = torch.randn(min(4, model.instance_decoder.num_queries), d)
     return image, x_mask, kernels

@@ -24,7 +24,7 @@ from torch import nn
 from .criterion import SetCriterion
 from .instance_decoder import DualInstanceDecoder
 from .mask_decoder import SemanticEnhancedMaskDecoder
-from .postprocess import class_scores, matrix_nms, postprocess_instances, score_queries
+from .postprocess import class_scores, decay_duplicates, postprocess_instances, score_queries
 
 
 @META_ARCH_REGISTRY.register()
@@ -141,9 +141,10 @@ class MobileInst(nn.Module):
         per_class = class_scores(logits, objectness)
         if self.nms_sigma > 0:
             probs = self.mask_logits(out["pred_kernels"][:1], x_mask[:1])[0].sigmoid()
-            binary = (probs > self.mask_threshold).flatten(1).to(probs.dtype)
             order = scores.argsort(descending=True)
-            decayed = matrix_nms(binary[order], classes[order], scores[order], self.nms_sigma)
+            decayed, resort = decay_duplicates(scores[order], classes[order], probs[order], self.mask_threshold,
+                                               self.nms_sigma)
+            order = order[resort]
             factor = torch.zeros_like(scores).scatter(0, order, decayed / scores[order].clamp(min=1e-12))
             scores, per_class = scores * factor, per_class * factor[:, None]
         return scores, classes, per_class

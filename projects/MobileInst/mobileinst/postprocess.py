@@ -77,14 +77,12 @@ def matrix_nms(binary: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor,
     return scores * decay
 
 
-def _decay_duplicates(scores, labels, mask_prob, mask_threshold, sigma, cls_threshold):
-    """Matrix NMS on score-sorted candidates; returns (new scores, order) re-sorted
-    and without those that fell to ``cls_threshold`` or below."""
+def decay_duplicates(scores, labels, mask_prob, mask_threshold: float, sigma: float):
+    """:func:`matrix_nms` on candidates sorted by score (descending), with masks
+    binarised at ``mask_threshold``. Returns (decayed scores, order), re-sorted:
+    ``order`` indexes the candidates."""
     binary = (mask_prob > mask_threshold).flatten(1).to(mask_prob.dtype)
-    scores = matrix_nms(binary, labels, scores, sigma)
-    scores, order = scores.sort(descending=True)
-    keep = scores > cls_threshold
-    return scores[keep], order[keep]
+    return matrix_nms(binary, labels, scores, sigma).sort(descending=True)
 
 
 def _binarize_resized_cpu(mask_prob: torch.Tensor, padded_size, image_size, output_size, threshold):
@@ -134,9 +132,9 @@ def postprocess_instances(logits, objectness, mask_logits, padded_size, image_si
         scores, flat = scores[keep], flat[keep]
         queries, labels = flat // num_classes, flat % num_classes
         if nms_sigma > 0:
-            scores, order = _decay_duplicates(scores, labels, mask_prob[queries], mask_threshold, nms_sigma,
-                                              cls_threshold)
-            queries, labels = queries[order], labels[order]
+            scores, order = decay_duplicates(scores, labels, mask_prob[queries], mask_threshold, nms_sigma)
+            keep = scores > cls_threshold
+            scores, queries, labels = scores[keep], queries[order[keep]], labels[order[keep]]
         unique, inverse = torch.unique(queries, return_inverse=True)
         mask_prob, index = mask_prob[unique], inverse
     else:
@@ -147,9 +145,10 @@ def postprocess_instances(logits, objectness, mask_logits, padded_size, image_si
         index = None
         if nms_sigma > 0:
             order = scores.argsort(descending=True)
-            scores, order2 = _decay_duplicates(scores[order], labels[order], mask_prob[order], mask_threshold,
-                                               nms_sigma, cls_threshold)
-            labels, mask_prob = labels[order][order2], mask_prob[order][order2]
+            scores, order2 = decay_duplicates(scores[order], labels[order], mask_prob[order], mask_threshold, nms_sigma)
+            keep = scores > cls_threshold
+            order = order[order2[keep]]
+            scores, labels, mask_prob = scores[keep], labels[order], mask_prob[order]
         if scores.numel() > max_detections:
             scores, idx = scores.topk(max_detections)
             labels, mask_prob = labels[idx], mask_prob[idx]

@@ -65,8 +65,6 @@ class _Paster:
         self.threshold = float(meta["mask_threshold"])
 
     def __call__(self, mask_probs: np.ndarray, valid, frame_size) -> np.ndarray:
-        if len(mask_probs) == 0:
-            return np.zeros((0,) + tuple(frame_size), bool)
         return paste_masks(mask_probs, self.padded, valid, frame_size, self.threshold)[0]
 
 
