@@ -139,7 +139,8 @@ def test_runtime_needs_no_torch_or_detectron2(exported, synthetic_root, tmp_path
 
 
 def test_runtime_tracks_match_the_pytorch_tracker(exported, synthetic_root):
-    """Same frames, same weights: same slots, classes and (IoU >= 0.99) masks per frame."""
+    """Same frames, same weights: same slots, classes and (IoU >= 0.99) masks per
+    frame, with the mask-overlap association (every query confident)."""
     from detectron2.data.detection_utils import read_image
 
     from mobileinst.video import VideoTracker
@@ -156,7 +157,10 @@ def test_runtime_tracks_match_the_pytorch_tracker(exported, synthetic_root):
     frames = [read_image(f, format="BGR") for f in files]
     ort_seg = OrtVideoSegmenter(str(out), reuse_interval=3, keep_results=False)
     ort_seg.track_score_threshold = 0.0
-    tracker = VideoTracker.from_model(model, reuse_interval=3, keep_results=False, track_score_threshold=0.0)
+    ort_seg.association_kwargs.update(mask_weight=10.0, score_threshold=0.0, min_iou=0.0)
+    tracker = VideoTracker.from_model(model, reuse_interval=3, keep_results=False, track_score_threshold=0.0,
+                                      association_mask_weight=10.0, association_score_threshold=0.0,
+                                      association_min_iou=0.0)
     for frame in frames:
         import cv2
 

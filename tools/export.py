@@ -186,6 +186,9 @@ def export(cfg, output, height, width, graphs=GRAPHS, torchscript=True, do_quant
             "association": cfg.MODEL.MOBILEINST.VIDEO.ASSOCIATION,
             "max_tracks": cfg.MODEL.MOBILEINST.VIDEO.MAX_TRACKS,
             "track_score_threshold": cfg.MODEL.MOBILEINST.VIDEO.TRACK_SCORE_THRESHOLD,
+            "association_mask_weight": cfg.MODEL.MOBILEINST.VIDEO.ASSOCIATION_MASK_WEIGHT,
+            "association_score_threshold": cfg.MODEL.MOBILEINST.VIDEO.ASSOCIATION_SCORE_THRESHOLD,
+            "association_min_iou": cfg.MODEL.MOBILEINST.VIDEO.ASSOCIATION_MIN_IOU,
         },
         "weights": cfg.MODEL.WEIGHTS,
     }

@@ -113,6 +113,16 @@ def add_mobileinst_config(cfg):
     mi.VIDEO.REUSE_GLOBAL_FEATURES = False
     # Kernel association between keyframes (cosine similarity, Hungarian).
     mi.VIDEO.ASSOCIATION = True
+    # Beyond the paper: > 0 first matches confident tracks (keyframe score >
+    # ASSOCIATION_SCORE_THRESHOLD) to confident queries on 1 - cosine + this
+    # weight x (1 - mask IoU), the IoU of the masks that the previous keyframe's
+    # kernels and the new kernels give on the new keyframe (kernel reuse one
+    # frame further); pairs below ASSOCIATION_MIN_IOU are dropped; the rest is
+    # matched on cosine. A kernel stays closest to its own query's kernel even
+    # when a stronger query has taken over the object; cosine alone cannot see it.
+    mi.VIDEO.ASSOCIATION_MASK_WEIGHT = 0.0
+    mi.VIDEO.ASSOCIATION_SCORE_THRESHOLD = 0.2
+    mi.VIDEO.ASSOCIATION_MIN_IOU = 0.1
     # YouTube-VIS output: keep the top-k (query, class) pairs per video.
     mi.VIDEO.MAX_TRACKS = 10
     # RLE-encode a track's mask on a frame only where its keyframe score is

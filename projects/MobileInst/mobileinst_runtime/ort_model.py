@@ -110,6 +110,13 @@ class OrtVideoSegmenter:
         self.association = v["association"] if association is None else association
         self.track_score_threshold = v["track_score_threshold"]
         self.max_tracks = v["max_tracks"]
+        # older exports have no mask term: the paper's cosine association
+        self.association_kwargs = {
+            "mask_weight": float(v.get("association_mask_weight", 0.0)),
+            "score_threshold": float(v.get("association_score_threshold", 0.2)),
+            "min_iou": float(v.get("association_min_iou", 0.1)),
+            "mask_threshold": float(self.meta["mask_threshold"]),
+        }
         self.keep_results = keep_results
         self.class_names = self.meta.get("class_names")
         self.reset()
@@ -135,7 +142,7 @@ class OrtVideoSegmenter:
         if key:
             kernels, scores, _, class_scores, x_mask = self.keyframe.run(None, {"image": x})
             if self.association and self.kernels is not None:
-                perm = associate(self.kernels, kernels)
+                perm = associate(self.kernels, kernels, x_mask[0], self.scores, scores, **self.association_kwargs)
                 kernels, scores, class_scores = kernels[perm], scores[perm], class_scores[perm]
             self.kernels, self.scores = kernels, scores
             self.book.add_keyframe(class_scores)

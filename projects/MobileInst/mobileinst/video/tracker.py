@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from detectron2.structures import Boxes, Instances
 from mobileinst_runtime.tracking import TrackBook
+from scipy.optimize import linear_sum_assignment
 
 from ..postprocess import binarize_masks
 from .association import associate
@@ -31,7 +32,8 @@ from .association import associate
 class VideoTracker:
     def __init__(self, model, reuse_interval: int = 3, association: bool = True, max_tracks: int = 10,
                  track_score_threshold: float = 0.05, output_size=None, keep_results: bool = True,
-                 reuse_global_features: bool = False):
+                 reuse_global_features: bool = False, association_mask_weight: float = 0.0,
+                 association_score_threshold: float = 0.2, association_min_iou: float = 0.1):
         """
         Args:
             model: a :class:`mobileinst.MobileInst` in eval mode.
@@ -44,6 +46,11 @@ class VideoTracker:
                 size of the input frames.
             keep_results: keep per-frame RLEs for :meth:`ytvis_result`.
             reuse_global_features: non-keyframes also reuse the keyframe's X6.
+            association_mask_weight: > 0 matches confident tracks first, on
+                cosine + this weight x (1 - mask IoU) (0: the paper's cosine
+                only); see :func:`mobileinst_runtime.tracking.associate`.
+            association_score_threshold: keyframe score of a confident track.
+            association_min_iou: least mask IoU of a confident pair.
         """
         if int(reuse_interval) < 1:
             raise ValueError(f"REUSE_INTERVAL must be >= 1, got {reuse_interval}")
@@ -55,6 +62,12 @@ class VideoTracker:
         self.output_size = output_size if output_size and None not in output_size else None
         self.keep_results = keep_results
         self.reuse_global_features = reuse_global_features
+        self.association_kwargs = {
+            "mask_weight": float(association_mask_weight),
+            "score_threshold": float(association_score_threshold),
+            "min_iou": float(association_min_iou),
+            "mask_threshold": float(model.mask_threshold),
+        }
         self.reset()
 
     @classmethod
@@ -127,7 +140,8 @@ class VideoTracker:
         kernels = out["pred_kernels"][0]
         scores, _, per_class = self.model.keyframe_scores(out, x_mask)
         if self.association and self.kernels is not None:
-            perm = associate(self.kernels, kernels)
+            perm = associate(self.kernels, kernels, x_mask[0], self.frame_scores, scores,
+                             **self.association_kwargs)
             kernels, scores, per_class = kernels[perm], scores[perm], per_class[perm]
         self.kernels = kernels
         self.frame_scores = scores
@@ -147,39 +161,47 @@ class VideoTracker:
 
 
 def count_id_switches(gt_tracks: List[List[Optional[np.ndarray]]], frame_predictions: List[Instances],
-                      iou_threshold: float = 0.5, details: bool = False):
-    """Identity switches: for every ground-truth track, how often the id of the
-    predicted instance that covers it (mask IoU >= ``iou_threshold``) changes
-    between consecutive frames where it is covered.
+                      iou_threshold: float = 0.5) -> int:
+    """Identity switches by the CLEAR-MOT rule (Bernardin and Stiefelhagen, 2008).
+
+    On every frame, a ground-truth object keeps the predicted id it was matched
+    to before while that prediction still covers it (mask IoU >= ``iou_threshold``);
+    the other objects are matched one-to-one to the remaining predictions
+    (``scipy.optimize.linear_sum_assignment`` on IoU, pairs below the threshold
+    dropped). A switch is an object matched to an id other than its last one.
+    A duplicate mask that covers the object slightly better is not a switch.
 
     Args:
         gt_tracks: per GT track, per frame a bool mask (H, W) or None.
         frame_predictions: per frame, Instances with ``pred_masks`` and ``track_ids``.
-        details: also return how many of the switches are duplicate flips: the
-            previous id still covers the object (IoU >= ``iou_threshold``) but
-            another id covers it better. Association cannot remove those; they
-            come from duplicate masks of one object.
-    Returns:
-        switches, or (switches, duplicate flips) with ``details``.
     """
-    switches = flips = 0
-    for track in gt_tracks:
-        last = None
-        for mask, pred in zip(track, frame_predictions):
-            if mask is None or len(pred) == 0:
-                continue
-            pm = pred.pred_masks.flatten(1).float()
-            gm = torch.as_tensor(mask, dtype=torch.float32).flatten()[None]
-            inter = (pm * gm).sum(1)
-            union = pm.sum(1) + gm.sum() - inter
-            iou = inter / union.clamp(min=1)
-            best = int(iou.argmax())
-            if iou[best] < iou_threshold:
-                continue
-            tid = int(pred.track_ids[best])
-            if last is not None and tid != last:
+    switches = 0
+    last = [None] * len(gt_tracks)
+    for t, pred in enumerate(frame_predictions):
+        present = [g for g, track in enumerate(gt_tracks) if t < len(track) and gt_tracks[g][t] is not None]
+        if not present or len(pred) == 0:
+            continue
+        gm = torch.stack([torch.as_tensor(gt_tracks[g][t]).flatten() for g in present]).float()
+        pm = pred.pred_masks.flatten(1).float()
+        inter = gm @ pm.T
+        iou = (inter / (gm.sum(1)[:, None] + pm.sum(1)[None] - inter).clamp(min=1)).numpy()
+        ids = [int(i) for i in pred.track_ids]
+        matched = {}
+        for row, g in enumerate(present):  # keep still-valid correspondences
+            if last[g] in ids:
+                col = ids.index(last[g])
+                if iou[row, col] >= iou_threshold and col not in matched.values():
+                    matched[row] = col
+        rows = [r for r in range(len(present)) if r not in matched]
+        cols = [c for c in range(len(ids)) if c not in matched.values()]
+        if rows and cols:
+            sub = iou[np.ix_(rows, cols)]
+            for r, c in zip(*linear_sum_assignment(-sub)):
+                if sub[r, c] >= iou_threshold:
+                    matched[rows[r]] = cols[c]
+        for row, col in matched.items():
+            g = present[row]
+            if last[g] is not None and ids[col] != last[g]:
                 switches += 1
-                covering = pred.track_ids[iou >= iou_threshold].tolist()
-                flips += int(last in covering)
-            last = tid
-    return (switches, flips) if details else switches
+            last[g] = ids[col]
+    return switches
