@@ -175,6 +175,47 @@ def test_runtime_tracks_match_the_pytorch_tracker(exported, synthetic_root):
             assert union == 0 or (m1 & m2).sum() / union >= 0.99
 
 
+def test_runtime_with_smaller_non_keyframes_matches_the_pytorch_tracker(tmp_path, synthetic_root):
+    """VIDEO.NONKEY_SCALE 0.75: the non-keyframe graph takes the 96x120 frame; the
+    runtime's masks and slots match the PyTorch tracker on every frame."""
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import cv2
+    from export import export
+
+    from mobileinst.utils.fuse import fuse_conv_bn
+    from mobileinst.video import VideoTracker
+    from mobileinst_runtime.ort_model import OrtVideoSegmenter
+
+    torch.manual_seed(0)
+    cfg = small_cfg("MODEL.MOBILEINST.VIDEO.NONKEY_SCALE", "0.75")
+    model = build_model(cfg).eval()
+    DetectionCheckpointer(model, str(tmp_path)).save("weights")
+    cfg.defrost()
+    cfg.MODEL.WEIGHTS = str(tmp_path / "weights.pth")
+    report = export(cfg, str(tmp_path / "g"), H, W, graphs=("keyframe", "mask_head", "nonkeyframe"),
+                    torchscript=False)
+    assert report["parity"]["nonkeyframe"]["mask_probs"] < 1e-3
+    meta = json.load(open(tmp_path / "g" / "export_meta.json"))
+    assert meta["video"]["nonkey_input_size"] == [96, 120] and meta["video"]["nonkey_padded_size"] == [128, 128]
+    ort_seg = OrtVideoSegmenter(str(tmp_path / "g"), reuse_interval=3, keep_results=False)
+    ort_seg.track_score_threshold = 0.0
+    tracker = VideoTracker.from_model(fuse_conv_bn(model), reuse_interval=3, keep_results=False,
+                                      track_score_threshold=0.0)
+    assert tracker.nonkey_scale == 0.75
+    video = os.path.join(synthetic_root, "synthetic_ytvis", "val", "JPEGImages")
+    video = os.path.join(video, sorted(os.listdir(video))[0])
+    for name in sorted(os.listdir(video))[:4]:
+        frame = cv2.resize(cv2.imread(os.path.join(video, name)), (W, H), interpolation=cv2.INTER_LINEAR)
+        a = ort_seg.step(frame)
+        with torch.no_grad():
+            b = tracker.step(torch.as_tensor(frame[:, :, ::-1].copy()).permute(2, 0, 1))
+        np.testing.assert_array_equal(a["track_ids"], b.track_ids.numpy())
+        assert a["masks"].shape[1:] == (H, W)
+        for m1, m2 in zip(a["masks"], b.pred_masks.numpy()):
+            union = (m1 | m2).sum()
+            assert union == 0 or (m1 & m2).sum() / union >= 0.99
+
+
 def test_export_with_the_papers_local_pooling(tmp_path):
     """LOCAL_POOL_STRIDE 64 (X_L at the size of X6, the COCO configs) exports with a fixed-window pool."""
     sys.path.insert(0, os.path.join(ROOT, "tools"))

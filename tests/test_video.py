@@ -217,6 +217,31 @@ def test_reuse_global_features_skips_the_backbone_transformer(model, monkeypatch
     assert all(o.pred_masks.shape[1:] == (64, 96) for o in outs)
 
 
+def test_nonkey_scale_runs_non_keyframes_smaller_and_pastes_full_size(model, monkeypatch):
+    """VIDEO.NONKEY_SCALE: keyframes at full size, non-keyframes at the scale
+    (padded to 64), all masks at the frame size; bad scales are refused."""
+    sizes = []
+    orig = model.encode
+    monkeypatch.setattr(model, "encode", lambda x, x6=None: sizes.append(tuple(x.shape[-2:])) or orig(x, x6))
+    tracker = VideoTracker.from_model(model, reuse_interval=3, nonkey_scale=0.5, track_score_threshold=0.0)
+    frames = [torch.randint(0, 255, (3, 128, 192), dtype=torch.uint8) for _ in range(4)]
+    outs = [tracker.step(f) for f in frames]
+    assert sizes == [(128, 192), (64, 128), (64, 128), (128, 192)]  # 64x96 padded to 64x128
+    assert all(o.pred_masks.shape[1:] == (128, 192) for o in outs)
+    assert [len(o) for o in outs[:3]] == [len(outs[0])] * 3  # the keyframe's tracks on every frame
+    # the resize is OpenCV's bilinear one (as the ONNX runtime's letterbox)
+    import cv2
+
+    from mobileinst.video.tracker import rescale_frame
+
+    small = rescale_frame(frames[0], 0.5)
+    ref = cv2.resize(frames[0].permute(1, 2, 0).numpy(), (96, 64), interpolation=cv2.INTER_LINEAR)
+    assert torch.equal(small, torch.from_numpy(ref).permute(2, 0, 1))
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="NONKEY_SCALE"):
+            VideoTracker.from_model(model, nonkey_scale=bad)
+
+
 def test_keyframe_scores_decay_duplicate_queries():
     """NMS_SIGMA: a query whose kernel (hence mask) and class copy a better one
     keeps exp(-sigma) of its score; the others are untouched."""

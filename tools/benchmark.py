@@ -152,18 +152,27 @@ def time_stream(step, reset, frames, warmup):
 
 
 def bench_video(args, model, frames):
-    """Per-frame latency of online inference for each T on the same frames."""
+    """Per-frame latency of online inference for each T (and each non-keyframe
+    scale of ``--nonkey-scales``) on the same frames."""
     out = {"tracked_slots": args.tracked_slots}
     thr = tracked_slots_threshold(model, frames[0], args.tracked_slots)
-    for t in args.intervals:
-        tracker = VideoTracker.from_model(model, reuse_interval=t, keep_results=False, track_score_threshold=thr)
-        with torch.no_grad():
-            out[f"T={t}"] = time_stream(tracker.step, tracker.reset, frames, args.warmup)
-    base = out[f"T={args.intervals[0]}"]["fps"]
+    for scale in args.nonkey_scales:
+        for t in args.intervals:
+            if t == 1 and scale != args.nonkey_scales[0]:
+                continue  # every frame is a keyframe: the scale plays no part
+            tracker = VideoTracker.from_model(model, reuse_interval=t, keep_results=False, track_score_threshold=thr,
+                                              nonkey_scale=scale)
+            with torch.no_grad():
+                out[video_key(t, scale)] = time_stream(tracker.step, tracker.reset, frames, args.warmup)
+    base = out[video_key(args.intervals[0], args.nonkey_scales[0])]["fps"]
     for k, v in out.items():
         if k.startswith("T="):
             v["speedup_vs_first"] = round(v["fps"] / base, 3)
     return out
+
+
+def video_key(t, scale):
+    return f"T={t}" if scale == 1.0 else f"T={t} nonkey x{scale:g}"
 
 
 def bench_onnx(args, cfg, model, frames, h, w, threads_list, track_threshold):
@@ -246,6 +255,8 @@ def main(argv=None):
     parser.add_argument("--video", action="store_true", help="also time online video inference for T in --intervals")
     parser.add_argument("--intervals", type=int, nargs="+", default=[1, 3, 5])
     parser.add_argument("--frames", type=int, default=30)
+    parser.add_argument("--nonkey-scales", type=float, nargs="+", default=[1.0, 0.75],
+                        help="video: VIDEO.NONKEY_SCALE values to time (1.0: the paper's full-size non-keyframes)")
     parser.add_argument("--tracked-slots", type=int, default=10,
                         help="video: queries tracked per frame (random weights would track all)")
     parser.add_argument("--onnx", action="store_true",

@@ -36,7 +36,7 @@ from detectron2.data import MetadataCatalog  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
 
 from mobileinst.config import load_mobileinst_config  # noqa: E402
-from mobileinst.export import GRAPHS, build_graph_modules, padded_size  # noqa: E402
+from mobileinst.export import GRAPHS, build_graph_modules, nonkey_size, padded_size  # noqa: E402
 from mobileinst.utils.fuse import fuse_conv_bn  # noqa: E402
 
 logger = logging.getLogger("mobileinst.export")
@@ -116,7 +116,7 @@ def calibration_images(calib_dir, height, width, fmt, num=16):
     return out
 
 
-def quantize(output, graphs, images):
+def quantize(output, graphs, images, nonkey_images):
     """Static int8 QDQ quantization of the ONNX graphs (onnxruntime.quantization)."""
     import onnxruntime as ort
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -134,7 +134,7 @@ def quantize(output, graphs, images):
         "image": [{"image": img} for img in images],
         "keyframe": [{"image": img} for img in images],
         "mask_head": [{"mask_features": o[4], "kernels": o[0][:4]} for o in key_outs],
-        "nonkeyframe": [{"image": img, "kernels": o[0][:4]} for img, o in zip(images, key_outs)],
+        "nonkeyframe": [{"image": img, "kernels": o[0][:4]} for img, o in zip(nonkey_images, key_outs)],
     }
     written = {}
     for name in graphs:
@@ -158,7 +158,9 @@ def export(cfg, output, height, width, graphs=GRAPHS, torchscript=True, do_quant
     """Export ``graphs``; returns a dict report (paths, parity)."""
     os.makedirs(output, exist_ok=True)
     model = load_model(cfg)
-    modules = build_graph_modules(model, height, width)
+    scale = float(cfg.MODEL.MOBILEINST.VIDEO.NONKEY_SCALE)
+    nh, nw = nonkey_size(height, width, scale)
+    modules = build_graph_modules(model, height, width, scale)
     report = {"onnx": {}, "torchscript": {}, "parity": {}}
     for name in graphs:
         module, inputs, in_names, out_names, dyn = modules[name]
@@ -189,6 +191,10 @@ def export(cfg, output, height, width, graphs=GRAPHS, torchscript=True, do_quant
             "association_mask_weight": cfg.MODEL.MOBILEINST.VIDEO.ASSOCIATION_MASK_WEIGHT,
             "association_score_threshold": cfg.MODEL.MOBILEINST.VIDEO.ASSOCIATION_SCORE_THRESHOLD,
             "association_min_iou": cfg.MODEL.MOBILEINST.VIDEO.ASSOCIATION_MIN_IOU,
+            # nonkeyframe.onnx takes the frame at VIDEO.NONKEY_SCALE
+            "nonkey_scale": scale,
+            "nonkey_input_size": [nh, nw],
+            "nonkey_padded_size": list(padded_size(model, nh, nw)),
         },
         "weights": cfg.MODEL.WEIGHTS,
     }
@@ -196,7 +202,9 @@ def export(cfg, output, height, width, graphs=GRAPHS, torchscript=True, do_quant
         if not calib_dir:
             raise ValueError("--quantize needs --calib-dir (a folder of representative images)")
         images = calibration_images(calib_dir, height, width, cfg.INPUT.FORMAT)
-        report["int8"] = quantize(output, graphs, images)
+        nonkey_images = images if (nh, nw) == (height, width) else calibration_images(calib_dir, nh, nw,
+                                                                                        cfg.INPUT.FORMAT)
+        report["int8"] = quantize(output, graphs, images, nonkey_images)
     meta_path = os.path.join(output, "export_meta.json")
     with open(meta_path + ".tmp", "w") as f:
         json.dump(meta, f, indent=2)

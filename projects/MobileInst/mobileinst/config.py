@@ -111,6 +111,12 @@ def add_mobileinst_config(cfg):
     # Beyond the paper: non-keyframes also reuse the keyframe's global
     # features X6 (skipping the backbone's transformer blocks).
     mi.VIDEO.REUSE_GLOBAL_FEATURES = False
+    # Beyond the paper: non-keyframes run the backbone and the mask decoder on
+    # the frame resized by this factor (the keyframe's kernels, 1x1 dynamic
+    # convs, apply at any scale; masks are pasted at full size). 1.0 = the paper.
+    # On a desktop CPU the instance decoder that kernel reuse skips is ~5% of a
+    # frame; this is what makes T > 1 pay off there.
+    mi.VIDEO.NONKEY_SCALE = 1.0
     # Kernel association between keyframes (cosine similarity, Hungarian).
     mi.VIDEO.ASSOCIATION = True
     # Beyond the paper: > 0 first matches confident tracks (keyframe score >

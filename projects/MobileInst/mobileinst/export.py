@@ -13,7 +13,9 @@ association between keyframes and the pasting of masks into the frame:
   class_scores (N, C) and mask features X_mask (1, D, h/2, w/2).
 * :class:`MaskHead`: (X_mask, kernels (k, D)) -> mask_probs (k, h, w).
 * :class:`NonKeyframeModel`: (image, kernels (k, D)) -> mask_probs (k, h, w):
-  kernel reuse, the instance decoder is not in this graph.
+  kernel reuse, the instance decoder is not in this graph. With
+  VIDEO.NONKEY_SCALE < 1 its input is the frame at that scale
+  (:func:`nonkey_size`; export_meta.json's video.nonkey_input_size).
 
 ``mask_probs`` are sigmoid(K . X_mask) on the mask grid of the padded input
 ((h, w) = padded size / 8 * MASK_UPSAMPLE). A runtime pastes them into the
@@ -36,6 +38,11 @@ def padded_size(model, height: int, width: int):
     """The size the graphs pad a (height, width) input to."""
     d = model.size_divisibility
     return (int(height) + d - 1) // d * d, (int(width) + d - 1) // d * d
+
+
+def nonkey_size(height: int, width: int, scale: float):
+    """The input size of non-keyframes for VIDEO.NONKEY_SCALE (as the tracker's resize)."""
+    return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
 
 
 class _Base(nn.Module):
@@ -117,9 +124,13 @@ def example_inputs(model, height: int, width: int):
 GRAPHS = ("image", "keyframe", "mask_head", "nonkeyframe")
 
 
-def build_graph_modules(model, height: int, width: int):
-    """name -> (module, example inputs, input names, output names, dynamic axes)."""
+def build_graph_modules(model, height: int, width: int, nonkey_scale: float = 1.0):
+    """name -> (module, example inputs, input names, output names, dynamic axes).
+
+    The non-keyframe graph takes the input at ``nonkey_scale`` (VIDEO.NONKEY_SCALE)."""
     image, x_mask, kernels = example_inputs(model, height, width)
+    nh, nw = nonkey_size(height, width, nonkey_scale)
+    nonkey_image = example_inputs(model, nh, nw)[0]
     dyn_k = {"kernels": {0: "k"}, "mask_probs": {0: "k"}}
     return {
         "image": (ImageModel(model, height, width), (image,), ["image"], ["scores", "classes", "mask_probs"], None),
@@ -127,6 +138,6 @@ def build_graph_modules(model, height: int, width: int):
                      ["kernels", "scores", "classes", "class_scores", "mask_features"], None),
         "mask_head": (MaskHead(model, height, width), (x_mask, kernels), ["mask_features", "kernels"], ["mask_probs"],
                       dyn_k),
-        "nonkeyframe": (NonKeyframeModel(model, height, width), (image, kernels), ["image", "kernels"], ["mask_probs"],
-                        dyn_k),
+        "nonkeyframe": (NonKeyframeModel(model, nh, nw), (nonkey_image, kernels), ["image", "kernels"],
+                        ["mask_probs"], dyn_k),
     }

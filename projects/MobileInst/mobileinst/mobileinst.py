@@ -96,6 +96,7 @@ class MobileInst(nn.Module):
                 "association_mask_weight": c.VIDEO.ASSOCIATION_MASK_WEIGHT,
                 "association_score_threshold": c.VIDEO.ASSOCIATION_SCORE_THRESHOLD,
                 "association_min_iou": c.VIDEO.ASSOCIATION_MIN_IOU,
+                "nonkey_scale": c.VIDEO.NONKEY_SCALE,
                 "max_tracks": c.VIDEO.MAX_TRACKS,
                 "track_score_threshold": c.VIDEO.TRACK_SCORE_THRESHOLD,
                 "reuse_global_features": c.VIDEO.REUSE_GLOBAL_FEATURES,

@@ -106,6 +106,12 @@ class OrtVideoSegmenter:
         self.paste = _Paster(self.meta)
         self.dtype = _input_dtype(self.keyframe, "image")
         v = self.meta["video"]
+        # VIDEO.NONKEY_SCALE: non-keyframes enter their graph at a smaller size
+        # (exports without the key take the keyframe's size)
+        nonkey = dict(self.meta, input_size=v.get("nonkey_input_size", self.meta["input_size"]),
+                      padded_size=v.get("nonkey_padded_size", self.meta.get("padded_size")))
+        self.nonkey_letterbox = _Letterbox(nonkey)
+        self.nonkey_paste = _Paster(nonkey)
         self.reuse_interval = int(reuse_interval or v["reuse_interval"])
         self.association = v["association"] if association is None else association
         self.track_score_threshold = v["track_score_threshold"]
@@ -136,9 +142,9 @@ class OrtVideoSegmenter:
         elif size != self.frame_size:
             raise ValueError(f"Frame {self.frame_index} is {size[1]}x{size[0]} (WxH) but the stream is "
                              f"{self.frame_size[1]}x{self.frame_size[0]}")
-        x, valid = self.letterbox(frame_bgr)
-        x = x.astype(self.dtype)
         key = self.frame_index % self.reuse_interval == 0
+        x, valid = (self.letterbox if key else self.nonkey_letterbox)(frame_bgr)
+        x = x.astype(self.dtype)
         if key:
             kernels, scores, _, class_scores, x_mask = self.keyframe.run(None, {"image": x})
             if self.association and self.kernels is not None:
@@ -154,7 +160,7 @@ class OrtVideoSegmenter:
             (probs,) = self.mask_head.run(None, {"mask_features": x_mask, "kernels": sel})
         else:
             (probs,) = self.nonkeyframe.run(None, {"image": x, "kernels": sel})
-        masks = self.paste(probs, valid, size)
+        masks = (self.paste if key else self.nonkey_paste)(probs, valid, size)
         self.book.add_frame(masks, slots)
         self.frame_index += 1
         classes = self.book.mean_class_scores()[slots].argmax(-1) if len(slots) else np.zeros(0, np.int64)

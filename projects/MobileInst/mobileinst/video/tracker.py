@@ -5,7 +5,9 @@ Frames arrive one at a time. Every T-th frame (T = REUSE_INTERVAL) is a
 keyframe: the whole model runs and gives kernels K_t, class scores and
 objectness. On the T-1 frames after it only the backbone and the mask
 decoder run, and the keyframe's kernels are reused:
-``M_{t+i} = K_t . X_mask^{t+i}``.
+``M_{t+i} = K_t . X_mask^{t+i}``. Beyond the paper, ``nonkey_scale`` < 1 runs
+those frames at a smaller size (the kernels are 1x1 dynamic convs, so they
+apply at any scale) and pastes their masks at the full size.
 
 Track identity = query slot. At each keyframe the new kernels are matched to
 the previous keyframe's by cosine similarity with a one-to-one (Hungarian)
@@ -19,6 +21,7 @@ YouTube-VIS output (those grow with the video, as the output itself does).
 """
 from typing import List, Optional
 
+import cv2
 import numpy as np
 import torch
 from detectron2.structures import Boxes, Instances
@@ -33,7 +36,8 @@ class VideoTracker:
     def __init__(self, model, reuse_interval: int = 3, association: bool = True, max_tracks: int = 10,
                  track_score_threshold: float = 0.05, output_size=None, keep_results: bool = True,
                  reuse_global_features: bool = False, association_mask_weight: float = 0.0,
-                 association_score_threshold: float = 0.2, association_min_iou: float = 0.1):
+                 association_score_threshold: float = 0.2, association_min_iou: float = 0.1,
+                 nonkey_scale: float = 1.0):
         """
         Args:
             model: a :class:`mobileinst.MobileInst` in eval mode.
@@ -51,9 +55,16 @@ class VideoTracker:
                 only); see :func:`mobileinst_runtime.tracking.associate`.
             association_score_threshold: keyframe score of a confident track.
             association_min_iou: least mask IoU of a confident pair.
+            nonkey_scale: non-keyframes run the backbone and mask decoder on the
+                frame resized by this factor (beyond the paper; 1 = full size).
+                The keyframe's kernels apply at any scale (1x1 dynamic convs),
+                and the masks are pasted at the full frame size.
         """
         if int(reuse_interval) < 1:
             raise ValueError(f"REUSE_INTERVAL must be >= 1, got {reuse_interval}")
+        if not 0.0 < float(nonkey_scale) <= 1.0:
+            raise ValueError(f"NONKEY_SCALE must be in (0, 1], got {nonkey_scale}")
+        self.nonkey_scale = float(nonkey_scale)
         self.model = model
         self.reuse_interval = int(reuse_interval)
         self.association = association
@@ -108,14 +119,16 @@ class VideoTracker:
                 f"Frame {self.frame_index} has size {size[1]}x{size[0]} (WxH) but the stream started at "
                 f"{self.input_size[1]}x{self.input_size[0]}; start a new stream (reset()) for a new size"
             )
-        images = model.preprocess([frame])
         keyframe = self.frame_index % self.reuse_interval == 0
+        if not keyframe and self.nonkey_scale != 1.0:
+            frame = rescale_frame(frame, self.nonkey_scale)
+        images = model.preprocess([frame])
         reuse_x6 = self.x6 if (self.reuse_global_features and not keyframe) else None
         x6, x_mask = model.encode(images.tensor, x6=reuse_x6)
         if keyframe:
             self._keyframe(x6, x_mask)
             self.x6 = x6 if self.reuse_global_features else None
-        out_size = self.output_size or images.image_sizes[0]
+        out_size = self.output_size or size
         slots = torch.nonzero(self.frame_scores > self.track_score_threshold).flatten()
         mask_logits = model.mask_logits(self.kernels[slots][None], x_mask)[0]
         if slots.numel():
@@ -158,6 +171,17 @@ class VideoTracker:
         keyframes.
         """
         return self.book.ytvis_result(video_id)
+
+
+def rescale_frame(frame: torch.Tensor, scale: float) -> torch.Tensor:
+    """(C, H, W) frame resized by ``scale`` with OpenCV's bilinear filter (the
+    ONNX runtime's letterbox resize, so that both paths see the same pixels)."""
+    h, w = frame.shape[-2:]
+    size = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))
+    arr = cv2.resize(np.ascontiguousarray(frame.permute(1, 2, 0).cpu().numpy()), size, interpolation=cv2.INTER_LINEAR)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return torch.from_numpy(arr).permute(2, 0, 1)
 
 
 def count_id_switches(gt_tracks: List[List[Optional[np.ndarray]]], frame_predictions: List[Instances],
