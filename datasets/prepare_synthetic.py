@@ -32,7 +32,7 @@ def main(argv=None):
     p.add_argument("--num-train-images", type=int, default=600)
     p.add_argument("--num-val-images", type=int, default=100)
     p.add_argument("--num-train-videos", type=int, default=60)
-    p.add_argument("--num-val-videos", type=int, default=12)
+    p.add_argument("--num-val-videos", type=int, default=48)
     p.add_argument("--num-frames", type=int, default=12)
     p.add_argument("--image-size", type=int, nargs="+", default=[256, 256], metavar="N",
                    help="H W (or a single N for a square image)")

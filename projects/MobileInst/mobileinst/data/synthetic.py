@@ -746,7 +746,7 @@ def generate_all(
     num_train_images: int = 600,
     num_val_images: int = 100,
     num_train_videos: int = 60,
-    num_val_videos: int = 12,
+    num_val_videos: int = 48,
     image_size: Tuple[int, int] = (256, 256),
     num_frames: int = 12,
     overwrite: bool = False,
