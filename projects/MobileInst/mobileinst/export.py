@@ -41,7 +41,8 @@ def padded_size(model, height: int, width: int):
 
 
 def nonkey_size(height: int, width: int, scale: float):
-    """The input size of non-keyframes for VIDEO.NONKEY_SCALE (as the tracker's resize)."""
+    """The input size of non-keyframes for VIDEO.NONKEY_SCALE: the size the video
+    tracker resizes them to, and the input of the exported non-keyframe graph."""
     return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
 
 

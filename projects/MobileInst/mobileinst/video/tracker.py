@@ -28,6 +28,7 @@ from detectron2.structures import Boxes, Instances
 from mobileinst_runtime.tracking import TrackBook
 from scipy.optimize import linear_sum_assignment
 
+from ..export import nonkey_size
 from ..postprocess import binarize_masks
 from .association import associate
 
@@ -176,9 +177,8 @@ class VideoTracker:
 def rescale_frame(frame: torch.Tensor, scale: float) -> torch.Tensor:
     """(C, H, W) frame resized by ``scale`` with OpenCV's bilinear filter (the
     ONNX runtime's letterbox resize, so that both paths see the same pixels)."""
-    h, w = frame.shape[-2:]
-    size = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))
-    arr = cv2.resize(np.ascontiguousarray(frame.permute(1, 2, 0).cpu().numpy()), size, interpolation=cv2.INTER_LINEAR)
+    h, w = nonkey_size(frame.shape[-2], frame.shape[-1], scale)  # the exported non-keyframe graph's size
+    arr = cv2.resize(np.ascontiguousarray(frame.permute(1, 2, 0).cpu().numpy()), (w, h), interpolation=cv2.INTER_LINEAR)
     if arr.ndim == 2:
         arr = arr[:, :, None]
     return torch.from_numpy(arr).permute(2, 0, 1)
