@@ -136,16 +136,17 @@ def test_build_through_detectron2(reference, variant):
     assert isinstance(backbone, TopFormer) and backbone.variant == variant
     assert backbone.size_divisibility == 64
     shapes = backbone.output_shape()
-    assert sorted(shapes) == ["x3", "x4", "x5", "x6"]
-    assert {k: s.stride for k, s in shapes.items()} == {"x3": 8, "x4": 16, "x5": 32, "x6": 64}
+    assert sorted(shapes) == ["x2", "x3", "x4", "x5", "x6"]
+    assert {k: s.stride for k, s in shapes.items()} == {"x2": 4, "x3": 8, "x4": 16, "x5": 32, "x6": 64}
     ref_cfg = reference[variant]["config"]
+    assert shapes["x2"].channels == ref_cfg["channels"][0]
     assert shapes["x6"].channels == sum(ref_cfg["channels"])
     for i, name in enumerate(["x3", "x4", "x5"], start=1):
         assert shapes[name].channels == ref_cfg["out_channels"][i]
     h, w = 128, 192
     with torch.no_grad():
         out = backbone(torch.randn(1, 3, h, w))
-    assert sorted(out) == ["x3", "x4", "x5", "x6"]
+    assert sorted(out) == ["x2", "x3", "x4", "x5", "x6"]
     for name, t in out.items():
         s = shapes[name]
         assert tuple(t.shape) == (1, s.channels, h // s.stride, w // s.stride), name
@@ -378,7 +379,8 @@ def test_mobilenetv2_outputs(mnv2_cfg):
     assert isinstance(backbone, MobileNetV2Backbone)
     assert backbone.channels == [24, 32, 96, 320]
     shapes = backbone.output_shape()
-    assert {k: s.stride for k, s in shapes.items()} == {"x3": 8, "x4": 16, "x5": 32, "x6": 64}
+    assert {k: s.stride for k, s in shapes.items()} == {"x2": 4, "x3": 8, "x4": 16, "x5": 32, "x6": 64}
+    assert shapes["x2"].channels == 24
     assert shapes["x6"].channels == 24 + 32 + 96 + 320
     assert shapes["x3"].channels == shapes["x4"].channels == shapes["x5"].channels == 64
     h, w = 128, 192

@@ -93,6 +93,46 @@ def test_mask_decoder_requires_four_features(tiny_features):
         SemanticEnhancedMaskDecoder(input_shape=shapes, in_features=["x3", "x4", "x5"], channels=8, kernel_dim=8)
 
 
+def test_mask_decoder_output_stride_4(tiny_features):
+    """OUTPUT_STRIDE 4: one more top-down level on X2; X_mask at 1/4, and X2 reaches it."""
+    shapes, feats = tiny_features
+    cfg = _cfg("MODEL.MOBILEINST.MASK_DECODER.CHANNELS", "32", "MODEL.MOBILEINST.MASK_DECODER.KERNEL_DIM", "24",
+               "MODEL.MOBILEINST.MASK_DECODER.OUTPUT_STRIDE", "4")
+    torch.manual_seed(0)
+    dec = SemanticEnhancedMaskDecoder(cfg, shapes)
+    assert dec.output_stride == 4
+    feats = {k: v.clone().requires_grad_(True) for k, v in feats.items()}
+    out = dec(feats)
+    assert tuple(out.shape) == (2, 24, 128 // 4, 192 // 4)
+    out.square().sum().backward()
+    assert feats["x2"].grad.abs().sum() > 0 and feats["x6"].grad.abs().sum() > 0
+    # the stride-8 decoder never reads X2
+    dec8 = SemanticEnhancedMaskDecoder(_cfg("MODEL.MOBILEINST.MASK_DECODER.CHANNELS", "32"), shapes)
+    assert dec8.output_stride == 8 and not hasattr(dec8, "lateral_high_res")
+    feats8 = {k: v.detach() for k, v in feats.items() if k != "x2"}
+    assert tuple(dec8(feats8).shape[-2:]) == (128 // 8, 192 // 8)
+
+
+def test_mask_decoder_output_stride_errors(tiny_features):
+    shapes, _ = tiny_features
+    with pytest.raises(ValueError, match="OUTPUT_STRIDE=2: expected 8 or 4"):
+        SemanticEnhancedMaskDecoder(_cfg("MODEL.MOBILEINST.MASK_DECODER.OUTPUT_STRIDE", "2"), shapes)
+    no_x2 = {k: v for k, v in shapes.items() if k != "x2"}
+    with pytest.raises(ValueError, match="HIGH_RES_FEATURE='x2'"):
+        SemanticEnhancedMaskDecoder(_cfg("MODEL.MOBILEINST.MASK_DECODER.OUTPUT_STRIDE", "4"), no_x2)
+    with pytest.raises(ValueError, match="LOCAL_POOL_STRIDE=6"):
+        _decoder(local_pool_stride=6, mask_stride=4)
+
+
+def test_pool_local_at_mask_stride_4():
+    """LOCAL_POOL_STRIDE 16 on a stride-4 X_mask is a 4x4 max-pool."""
+    x = torch.randn(1, 3, 16, 24)
+    dec = _decoder(local_pool_stride=16, mask_stride=4)
+    torch.testing.assert_close(dec.pool_local(x, (1, 2)), F.max_pool2d(x, 4, 4))
+    dec8 = _decoder(local_pool_stride=16, mask_stride=8)
+    torch.testing.assert_close(dec8.pool_local(x, (1, 2)), F.max_pool2d(x, 2, 2))
+
+
 def test_mask_decoder_uses_coordinates():
     """X_mask = conv1x1([O3, x, y]): the coordinate channels add W_xy . (x, y)."""
     torch.manual_seed(0)

@@ -68,6 +68,37 @@ def test_query_passing_losses_on_frame_pairs():
     assert m.instance_decoder.global_stage.cross_attn.q_proj.weight.grad.abs().sum() > 0
 
 
+def test_mask_stride_4_targets_losses_and_inference():
+    """MASK_DECODER.OUTPUT_STRIDE 4: targets are area-pooled to the 1/4 grid of the
+    mask logits, training gives finite losses, inference pastes to the input size."""
+    torch.manual_seed(0)
+    m = build_model(small_cfg("MODEL.MOBILEINST.MASK_DECODER.OUTPUT_STRIDE", "4",
+                              "MODEL.MOBILEINST.DECODER.MASK_UPSAMPLE", "1"))
+    inst = _instances(64, 64, [(8, 8, 24, 22)], [1])
+    (t,) = m.prepare_targets([inst], (64, 64))
+    assert tuple(t["masks"].shape) == (1, 16, 16)
+    expected = torch.zeros(16, 16)
+    expected[2:5, 2:6] = 1.0
+    expected[5, 2:6] = 0.5  # rows 20..21 of 20..23
+    torch.testing.assert_close(t["masks"][0], expected)
+    m.train()
+    img = torch.randint(0, 255, (3, 96, 128), dtype=torch.uint8)
+    losses = m([{"image": img, "instances": _instances(96, 128, [(10, 10, 60, 50)], [2])}])
+    assert all(torch.isfinite(v) for v in losses.values())
+    m.eval()
+    with torch.no_grad():
+        out = m.predict(m.preprocess([img]).tensor)
+        (res,) = m([{"image": img, "height": 48, "width": 64}])
+    assert tuple(out["mask_features"].shape[-2:]) == (128 // 4, 128 // 4)
+    assert tuple(out["pred_masks"].shape[-2:]) == (128 // 4, 128 // 4)
+    assert tuple(res["instances"].pred_masks.shape[-2:]) == (48, 64)
+
+
+def test_mask_upsample_must_divide_the_mask_stride():
+    with pytest.raises(ValueError, match="MASK_UPSAMPLE=3"):
+        build_model(small_cfg("MODEL.MOBILEINST.DECODER.MASK_UPSAMPLE", "3"))
+
+
 def test_inference_returns_instances_at_original_size(model):
     model.eval()
     img = torch.randint(0, 255, (3, 96, 144), dtype=torch.uint8)

@@ -43,6 +43,11 @@ def add_mobileinst_config(cfg):
     mi.MASK_DECODER.COORD_FEATURES = True
     # Use depthwise-separable 3x3 convs in the fusion blocks (faster on CPU).
     mi.MASK_DECODER.DEPTHWISE = False
+    # Stride of X_mask: 8 (paper) or 4 (beyond the paper: one more top-down
+    # level on the backbone's stride-4 feature HIGH_RES_FEATURE; finer masks
+    # for small objects, for a larger mask decoder and mask head).
+    mi.MASK_DECODER.OUTPUT_STRIDE = 8
+    mi.MASK_DECODER.HIGH_RES_FEATURE = "x2"
 
     # ---- dual transformer instance decoder ---------------------------------
     mi.DECODER = CN()
@@ -55,7 +60,8 @@ def add_mobileinst_config(cfg):
     # "max" (paper) or "avg": pooling of X_mask to the size of X6 -> X_L.
     mi.DECODER.LOCAL_POOLING = "max"
     # Stride of X_L: 64 pools X_mask to the size of X6 (paper); a smaller
-    # multiple of 8 gives the local stage a finer map (helps small inputs).
+    # multiple of X_mask's stride gives the local stage a finer map (helps
+    # small inputs).
     mi.DECODER.LOCAL_POOL_STRIDE = 64
     # Beyond the paper: masked attention in the local stage (each query only
     # attends to X_L inside the mask predicted from its global-stage kernel).
@@ -65,7 +71,8 @@ def add_mobileinst_config(cfg):
     mi.DECODER.POOLED_CLASS_HEAD = False
     # Also supervise the global stage's queries (through the shared heads).
     mi.DECODER.DEEP_SUPERVISION = False
-    # Upsample the 1/8 mask logits by this factor for losses and inference.
+    # Upsample the mask logits (on the grid of X_mask) by this factor for
+    # losses and inference; OUTPUT_STRIDE / MASK_UPSAMPLE must be an integer.
     mi.DECODER.MASK_UPSAMPLE = 2
 
     # ---- loss ---------------------------------------------------------------

@@ -18,7 +18,7 @@ association between keyframes and the pasting of masks into the frame:
   (:func:`nonkey_size`; export_meta.json's video.nonkey_input_size).
 
 ``mask_probs`` are sigmoid(K . X_mask) on the mask grid of the padded input
-((h, w) = padded size / 8 * MASK_UPSAMPLE). A runtime pastes them into the
+((h, w) = padded size / OUTPUT_STRIDE * MASK_UPSAMPLE). A runtime pastes them into the
 frame with :func:`mobileinst_runtime.masks.paste_masks`, the function the
 PyTorch post-processing uses: one bilinear resize per mask straight to the
 frame size, then the MASK_THRESHOLD. Only the runtime knows the frame size,
@@ -117,7 +117,8 @@ def example_inputs(model, height: int, width: int):
     image = torch.randint(0, 255, (1, 3, height, width), dtype=torch.uint8)
     d = model.mask_decoder.kernel_dim
     ph, pw = padded_size(model, height, width)
-    x_mask = torch.randn(1, d, ph // 8, pw // 8)
+    s = getattr(model.mask_decoder, "output_stride", 8)
+    x_mask = torch.randn(1, d, ph // s, pw // s)
     kernels = torch.randn(min(4, model.instance_decoder.num_queries), d)
     return image, x_mask, kernels
 

@@ -103,11 +103,13 @@ class DualInstanceDecoder(nn.Module):
     def __init__(self, *, global_channels: int, mask_channels: int, num_classes: int, num_queries: int,
                  hidden_dim: int, num_heads: int, dim_feedforward: int, dropout: float, pre_norm: bool,
                  kernel_dim: int, local_pooling: str = "max", local_pool_stride: int = 64,
-                 masked_attention: bool = False, pooled_class_head: bool = False, prior_prob: float = 0.01):
+                 masked_attention: bool = False, pooled_class_head: bool = False, prior_prob: float = 0.01,
+                 mask_stride: int = 8):
         """
         Args:
             global_channels: channels of X6.
             mask_channels: channels of X_mask.
+            mask_stride: stride of X_mask (MASK_DECODER.OUTPUT_STRIDE).
         """
         super().__init__()
         if local_pooling not in ("max", "avg"):
@@ -115,11 +117,13 @@ class DualInstanceDecoder(nn.Module):
         self.num_queries = num_queries
         self.hidden_dim = hidden_dim
         self.local_pooling = local_pooling
-        if local_pool_stride % 8 or local_pool_stride < 8:
+        if local_pool_stride % mask_stride or local_pool_stride < mask_stride:
             raise ValueError(
-                f"MODEL.MOBILEINST.DECODER.LOCAL_POOL_STRIDE={local_pool_stride}: expected a multiple of 8"
+                f"MODEL.MOBILEINST.DECODER.LOCAL_POOL_STRIDE={local_pool_stride}: expected a multiple of "
+                f"the stride of X_mask (MASK_DECODER.OUTPUT_STRIDE={mask_stride})"
             )
         self.local_pool_stride = local_pool_stride
+        self.mask_stride = mask_stride
         self.masked_attention = masked_attention
         self.query_feat = nn.Embedding(num_queries, hidden_dim)
         self.query_pos = nn.Embedding(num_queries, hidden_dim)
@@ -173,6 +177,7 @@ class DualInstanceDecoder(nn.Module):
             "local_pool_stride": d.LOCAL_POOL_STRIDE,
             "masked_attention": d.MASKED_ATTENTION,
             "pooled_class_head": d.POOLED_CLASS_HEAD,
+            "mask_stride": c.MASK_DECODER.OUTPUT_STRIDE,
         }
 
     def _tokens(self, x: torch.Tensor, proj: nn.Linear) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -188,7 +193,7 @@ class DualInstanceDecoder(nn.Module):
         (a finer X_L for small inputs).
         """
         if self.local_pool_stride != 64:
-            k = self.local_pool_stride // 8
+            k = self.local_pool_stride // self.mask_stride
             if k == 1:
                 return x_mask
             pool = F.max_pool2d if self.local_pooling == "max" else F.avg_pool2d

@@ -7,6 +7,13 @@
     top-down:   O5 = SE(N5, X_G), O4 = N4 + up(O5), O3 = N3 + up(O4)
     X_mask = 1x1 conv([O3, coords]) -> KERNEL_DIM channels
 
+With ``output_stride`` 4 (MASK_DECODER.OUTPUT_STRIDE, beyond the paper) the
+last top-down pass goes one level further, onto the backbone's stride-4 X2:
+O2 = L2 + up(O3), 3x3 conv, and X_mask = 1x1 conv([O2, coords]) at 1/4. On
+small objects the 1/8 grid is what limits mask quality: on the synthetic val
+set, ground-truth masks area-pooled to 1/8 and resized back score mask AP
+68 (mean IoU 0.85), pooled to 1/4 they score 93 (0.95).
+
 with the semantic enhancer SE(X_l, X_G) = X_l * X_G + X_G (X_G resized to
 X_l). Resampling is bilinear. The instance masks are M = K . X_mask.
 """
@@ -56,19 +63,35 @@ class SemanticEnhancedMaskDecoder(nn.Module):
     @configurable
     def __init__(self, input_shape: Dict[str, ShapeSpec], in_features: List[str], channels: int,
                  kernel_dim: int, norm: str = "BN", coord_features: bool = True,
-                 depthwise: bool = False):
+                 depthwise: bool = False, output_stride: int = 8, high_res_feature: str = "x2"):
         """
         Args:
             input_shape: backbone output shapes.
             in_features: the names of X3, X4, X5, X6, in that order.
             channels: width of the fusion blocks.
             kernel_dim: channels of X_mask (= the dimension of the kernels K).
+            output_stride: stride of X_mask, 8 (paper) or 4 (adds ``high_res_feature``).
+            high_res_feature: the backbone's stride-4 feature (X2), used with output_stride 4.
         """
         super().__init__()
         if len(in_features) != 4:
             raise ValueError(f"MODEL.MOBILEINST.IN_FEATURES must name X3, X4, X5, X6; got {in_features}")
         self.in_features = list(in_features)
         self.local_features = self.in_features[:3]
+        if output_stride not in (4, 8):
+            raise ValueError(f"MODEL.MOBILEINST.MASK_DECODER.OUTPUT_STRIDE={output_stride}: expected 8 or 4")
+        self.output_stride = int(output_stride)
+        self.high_res_feature = high_res_feature if output_stride == 4 else None
+        if self.high_res_feature is not None:
+            spec = input_shape.get(high_res_feature)
+            if spec is None or spec.stride != 4:
+                raise ValueError(
+                    f"MODEL.MOBILEINST.MASK_DECODER.OUTPUT_STRIDE=4 needs a stride-4 backbone feature "
+                    f"MASK_DECODER.HIGH_RES_FEATURE={high_res_feature!r}; the backbone gives "
+                    f"{ {k: v.stride for k, v in input_shape.items()} }"
+                )
+            self.lateral_high_res = conv_norm_act(spec.channels, channels, 1, norm)
+            self.high_res_conv = conv_norm_act(channels, channels, 3, norm, depthwise)
         self.coord_features = coord_features
         self.lateral = nn.ModuleList(
             conv_norm_act(input_shape[f].channels, channels, 1, norm) for f in self.local_features
@@ -95,10 +118,12 @@ class SemanticEnhancedMaskDecoder(nn.Module):
             "norm": c.MASK_DECODER.NORM,
             "coord_features": c.MASK_DECODER.COORD_FEATURES,
             "depthwise": c.MASK_DECODER.DEPTHWISE,
+            "output_stride": c.MASK_DECODER.OUTPUT_STRIDE,
+            "high_res_feature": c.MASK_DECODER.HIGH_RES_FEATURE,
         }
 
     def forward(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
-        """Returns X_mask, (B, KERNEL_DIM, H/8, W/8)."""
+        """Returns X_mask, (B, KERNEL_DIM, H/s, W/s) with s = ``output_stride``."""
         l3, l4, l5 = [lat(features[f]) for lat, f in zip(self.lateral, self.local_features)]
         x_g = self.global_proj(features[self.in_features[3]])
         # first top-down pass, semantic enhancer on the coarsest level
@@ -114,7 +139,10 @@ class SemanticEnhancedMaskDecoder(nn.Module):
         # second top-down pass
         o5 = semantic_enhance(n5, x_g)
         o4 = n4 + _resize(o5, n4)
-        o3 = n3 + _resize(o4, n3)
+        out = n3 + _resize(o4, n3)
+        if self.high_res_feature is not None:
+            l2 = self.lateral_high_res(features[self.high_res_feature])
+            out = self.high_res_conv(l2 + _resize(out, l2))
         if self.coord_features:
-            o3 = torch.cat([o3, coordinate_features(o3)], dim=1)
-        return self.output(o3)
+            out = torch.cat([out, coordinate_features(out)], dim=1)
+        return self.output(out)

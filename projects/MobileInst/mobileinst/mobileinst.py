@@ -46,6 +46,12 @@ class MobileInst(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
         self.size_divisibility = max(int(size_divisibility), getattr(backbone, "size_divisibility", 0))
         self.mask_upsample = int(mask_upsample)
+        mask_stride = getattr(mask_decoder, "output_stride", 8)
+        if self.mask_upsample < 1 or mask_stride % self.mask_upsample:
+            raise ValueError(
+                f"MODEL.MOBILEINST.DECODER.MASK_UPSAMPLE={mask_upsample}: expected a divisor of the stride "
+                f"of X_mask (MASK_DECODER.OUTPUT_STRIDE={mask_stride})"
+            )
         self.cls_threshold = cls_threshold
         self.mask_threshold = mask_threshold
         self.max_detections = max_detections
@@ -171,7 +177,7 @@ class MobileInst(nn.Module):
 
     def prepare_targets(self, instances_list, padded_size) -> List[dict]:
         """GT masks padded to ``padded_size`` and area-pooled to the mask-logit grid."""
-        stride = 8 // self.mask_upsample
+        stride = getattr(self.mask_decoder, "output_stride", 8) // self.mask_upsample
         ph, pw = padded_size
         targets = []
         for inst in instances_list:

@@ -5,7 +5,8 @@ torchvision's MobileNetV2 ``features`` is the body (so torchvision's ImageNet
 weights load into ``features``); its stride-4/8/16/32 outputs are pooled to
 stride-64 tokens, passed through the same transformer blocks as TopFormer to
 give the global features X6, and X6 is injected back into the stride-8/16/32
-levels to give the local features X3, X4, X5.
+levels to give the local features X3, X4, X5. The stride-4 level is returned
+as it is, as X2 (for MASK_DECODER.OUTPUT_STRIDE 4).
 """
 import torch
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone, ShapeSpec
@@ -22,7 +23,7 @@ _STAGE_ENDS = (3, 6, 13, 17)
 
 
 class MobileNetV2Backbone(Backbone):
-    """Returns ``{"x3", "x4", "x5", "x6"}`` at strides 8, 16, 32, 64."""
+    """Returns ``{"x2", "x3", "x4", "x5", "x6"}`` at strides 4, 8, 16, 32, 64."""
 
     def __init__(self, width_mult=1.0, out_channels=256, num_heads=8, depth=4,
                  drop_path_rate=0.1, norm="BN"):
@@ -35,10 +36,10 @@ class MobileNetV2Backbone(Backbone):
         embed_dim = sum(chans)
         self.trans = TokenTransformer(embed_dim, depth, 16, num_heads, 2.0, 2.0, drop_path_rate, norm=norm)
         self.SIM = nn.ModuleList(SemanticInjection(c, out_channels, norm) for c in chans[1:])
-        self._out_features = ["x3", "x4", "x5", "x6"]
-        self._out_feature_channels = {"x3": out_channels, "x4": out_channels, "x5": out_channels,
-                                      "x6": embed_dim}
-        self._out_feature_strides = {"x3": 8, "x4": 16, "x5": 32, "x6": 64}
+        self._out_features = ["x2", "x3", "x4", "x5", "x6"]
+        self._out_feature_channels = {"x2": chans[0], "x3": out_channels, "x4": out_channels,
+                                      "x5": out_channels, "x6": embed_dim}
+        self._out_feature_strides = {"x2": 4, "x3": 8, "x4": 16, "x5": 32, "x6": 64}
 
     @property
     def size_divisibility(self):
@@ -55,6 +56,7 @@ class MobileNetV2Backbone(Backbone):
             x6 = self.trans(pyramid_pool(levels, 2))
         slices = torch.split(x6, self.channels, dim=1)
         out = {f"x{i + 3}": self.SIM[i](levels[i + 1], slices[i + 1]) for i in range(3)}
+        out["x2"] = levels[0]
         out["x6"] = x6
         return out
 

@@ -1,5 +1,6 @@
 # Copyright (c) MobileInst authors. Licensed under the Apache License 2.0.
-"""TopFormer backbone: local features X3, X4, X5 and global features X6.
+"""TopFormer backbone: local features X3, X4, X5 and global features X6
+(and the token pyramid's stride-4 level as X2, for a stride-4 X_mask).
 
     image -> token pyramid (MobileNetV2 blocks, strides 4/8/16/32)
           -> average-pool every level to stride 64, concatenate (tokens)
@@ -80,8 +81,9 @@ class TokenPyramid(nn.Module):
 class TopFormer(Backbone):
     """TopFormer as a detectron2 backbone.
 
-    Returns ``{"x3": X3, "x4": X4, "x5": X5, "x6": X6}`` with strides
-    8, 16, 32, 64.
+    Returns ``{"x2": X2, "x3": X3, "x4": X4, "x5": X5, "x6": X6}`` with strides
+    4, 8, 16, 32, 64. X2 is the token pyramid's stride-4 level as it is (the
+    paper's mask decoder does not use it; MASK_DECODER.OUTPUT_STRIDE 4 does).
     """
 
     def __init__(self, variant="base", drop_path_rate=0.1, norm="BN", depth=4, key_dim=16,
@@ -109,9 +111,10 @@ class TopFormer(Backbone):
             for c, oc in zip(self.channels, spec["out_channels"])
         )
         out_ch = spec["out_channels"]
-        self._out_features = ["x3", "x4", "x5", "x6"]
-        self._out_feature_channels = {"x3": out_ch[1], "x4": out_ch[2], "x5": out_ch[3], "x6": embed_dim}
-        self._out_feature_strides = {"x3": 8, "x4": 16, "x5": 32, "x6": 64}
+        self._out_features = ["x2", "x3", "x4", "x5", "x6"]
+        self._out_feature_channels = {"x2": self.channels[0], "x3": out_ch[1], "x4": out_ch[2],
+                                      "x5": out_ch[3], "x6": embed_dim}
+        self._out_feature_strides = {"x2": 4, "x3": 8, "x4": 16, "x5": 32, "x6": 64}
 
     @property
     def size_divisibility(self):
@@ -124,6 +127,7 @@ class TopFormer(Backbone):
             x6 = self.trans(pyramid_pool(levels, self.c2t_stride))
         slices = torch.split(x6, self.channels, dim=1)
         return {
+            "x2": levels[0],
             "x3": self.SIM[1](levels[1], slices[1]),
             "x4": self.SIM[2](levels[2], slices[2]),
             "x5": self.SIM[3](levels[3], slices[3]),
