@@ -133,6 +133,21 @@ def test_pool_local_at_mask_stride_4():
     torch.testing.assert_close(dec8.pool_local(x, (1, 2)), F.max_pool2d(x, 2, 2))
 
 
+def test_pooled_class_head_on_stride_4_pools_to_stride_8():
+    """On a stride-4 X_mask the pooled class head runs on X_mask and the mask
+    weights average-pooled 2x2: the same logits as a stride-8 head on those."""
+    torch.manual_seed(0)
+    x = torch.randn(2, KD, 16, 24)
+    w = torch.rand(2, 3, 16, 24)
+    dec4 = _decoder(pooled_class_head=True, mask_stride=4)
+    dec8 = _decoder(pooled_class_head=True, mask_stride=8)
+    dec8.load_state_dict(dec4.state_dict())
+    assert dec4.class_feature_pool == 2 and dec8.class_feature_pool == 1
+    with torch.no_grad():
+        torch.testing.assert_close(dec4.masked_class_logits(x, w),
+                                   dec8.masked_class_logits(F.avg_pool2d(x, 2), F.avg_pool2d(w, 2)))
+
+
 def test_mask_decoder_uses_coordinates():
     """X_mask = conv1x1([O3, x, y]): the coordinate channels add W_xy . (x, y)."""
     torch.manual_seed(0)
