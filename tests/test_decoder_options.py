@@ -44,7 +44,10 @@ def test_deep_supervision_losses():
 def test_pooled_class_head_pools_by_hand():
     from torch import nn
 
-    dec = build_model(small_cfg("MODEL.MOBILEINST.DECODER.POOLED_CLASS_HEAD", "True")).instance_decoder
+    # on the paper's 1/8 X_mask (a 1/4 one is first pooled to 1/8: test_heads.py)
+    dec = build_model(small_cfg("MODEL.MOBILEINST.DECODER.POOLED_CLASS_HEAD", "True",
+                                "MODEL.MOBILEINST.MASK_DECODER.OUTPUT_STRIDE", "8",
+                                "MODEL.MOBILEINST.DECODER.MASK_UPSAMPLE", "2")).instance_decoder
     dec.class_features, dec.pooled_cls = nn.Identity(), nn.Identity()
     x_mask = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])  # (1, D=1, 2, 2)
     weights = torch.tensor([[[[1.0, 0.0], [1.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]]])  # 2 masks

@@ -217,15 +217,25 @@ def test_runtime_with_smaller_non_keyframes_matches_the_pytorch_tracker(tmp_path
             assert union == 0 or (m1 & m2).sum() / union >= 0.99
 
 
-def test_export_with_the_papers_local_pooling(tmp_path):
-    """LOCAL_POOL_STRIDE 64 (X_L at the size of X6, the COCO configs) exports with a fixed-window pool."""
+def test_export_with_the_papers_grid_and_local_pooling(tmp_path):
+    """The COCO configs' X_mask at 1/8 with logits upsampled 2x, and LOCAL_POOL_STRIDE 64
+    (X_L at the size of X6, a fixed-window pool), export and match PyTorch."""
+    import onnxruntime as ort
+
     sys.path.insert(0, os.path.join(ROOT, "tools"))
     from export import export
 
     cfg = small_cfg("MODEL.MOBILEINST.DECODER.LOCAL_POOL_STRIDE", "64", "MODEL.TOPFORMER.NORM", "BN",
-                    "MODEL.MOBILEINST.MASK_DECODER.NORM", "BN")
-    report = export(cfg, str(tmp_path), 128, 192, graphs=("keyframe",), torchscript=False)
+                    "MODEL.MOBILEINST.MASK_DECODER.NORM", "BN", "MODEL.MOBILEINST.MASK_DECODER.OUTPUT_STRIDE", "8",
+                    "MODEL.MOBILEINST.DECODER.MASK_UPSAMPLE", "2")
+    report = export(cfg, str(tmp_path), 128, 192, graphs=("image", "keyframe"), torchscript=False)
     assert report["parity"]["keyframe"]["kernels"] < 1e-3
+    assert report["parity"]["image"]["mask_probs"] < 1e-3
+    key = ort.InferenceSession(str(tmp_path / "keyframe.onnx"), providers=["CPUExecutionProvider"])
+    image = ort.InferenceSession(str(tmp_path / "image.onnx"), providers=["CPUExecutionProvider"])
+    img = np.zeros((1, 3, 128, 192), np.uint8)
+    assert key.run(None, {"image": img})[4].shape == (1, 64, 128 // 8, 192 // 8)
+    assert image.run(None, {"image": img})[2].shape[1:] == (128 // 4, 192 // 4)
 
 
 def test_export_with_matrix_nms(tmp_path):

@@ -2,7 +2,8 @@
 """The MobileInst meta-architecture (paper Fig. 3).
 
     image -> backbone -> X3, X4, X5 (local), X6 (global)
-          -> semantic-enhanced mask decoder -> X_mask (1/8)
+          -> semantic-enhanced mask decoder -> X_mask (1/8; 1/4 with
+             MASK_DECODER.OUTPUT_STRIDE 4, which also reads the stride-4 X2)
           -> dual instance decoder (Q -> Q_G on X6 -> on X_L) -> cls, obj, K
           -> masks M = K . X_mask
 
