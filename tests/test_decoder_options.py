@@ -71,3 +71,51 @@ def test_pooled_class_head_losses_and_gradients():
     kernels = torch.randn(1, 3, x_mask.shape[1], requires_grad=True)
     dec.pooled_class_logits(kernels, x_mask).sum().backward()
     assert kernels.grad is None or kernels.grad.abs().sum() == 0
+
+
+def test_dense_class_loss_by_hand():
+    """LOSS.DENSE_CLASS_WEIGHT: a position takes the label of the mask covering
+    more than half of it (the one covering most), others are ignored."""
+    import torch.nn.functional as F
+
+    model = build_model(small_cfg("MODEL.MOBILEINST.LOSS.DENSE_CLASS_WEIGHT", "1.0"))
+    dec = model.instance_decoder
+    torch.manual_seed(0)
+    logits = torch.randn(1, 5, 2, 2)
+    dec.dense_class_logits = lambda x_mask: logits
+    # targets on a 4x4 grid pooled to the 2x2 class grid
+    a = torch.zeros(4, 4)
+    a[:2, :2] = 1.0  # covers cell (0, 0) fully
+    a[2:, 2:] = 0.5  # covers cell (1, 1) by 0.5: not more than half
+    b = torch.zeros(4, 4)
+    b[:2, 2:] = 1.0
+    b[0, 0:2] = 1.0  # also covers half of cell (0, 0), less than a
+    b[2:, 2:] = 0.25
+    b[3, 2:] = 1.0  # cell (1, 1): a 0.5, b (0.25 * 2 + 1 * 2) / 4 = 0.625 -> b
+    targets = [{"labels": torch.tensor([3, 1]), "masks": torch.stack([a, b])}]
+    loss = model._dense_class_loss(torch.zeros(1, 64, 4, 4), targets)
+    labels = torch.tensor([[[3, 1], [-100, 1]]])
+    torch.testing.assert_close(loss, F.cross_entropy(logits, labels, ignore_index=-100))
+    # no covered position: a zero loss that keeps the graph
+    empty = [{"labels": torch.zeros(0, dtype=torch.int64), "masks": torch.zeros(0, 4, 4)}]
+    assert model._dense_class_loss(torch.zeros(1, 64, 4, 4), empty) == 0
+
+
+def test_dense_class_loss_trains_the_pooled_head():
+    torch.manual_seed(0)
+    model = build_model(small_cfg("MODEL.MOBILEINST.LOSS.DENSE_CLASS_WEIGHT", "1.0"))
+    model.train()
+    losses = model(_batch())
+    assert losses["loss_dense_cls"] > 0
+    losses["loss_dense_cls"].backward()
+    dec = model.instance_decoder
+    assert dec.class_features[0].weight.grad.abs().sum() > 0 and dec.pooled_cls[0].weight.grad.abs().sum() > 0
+    # the dense logits are the pooled head's MLP at each position of its feature map
+    with torch.no_grad():
+        x_mask = torch.randn(1, 64, 8, 8)
+        dense = dec.dense_class_logits(x_mask)
+        k = dec.class_feature_pool  # X_mask cells per class-grid cell
+        one = torch.zeros(1, 1, 8, 8)
+        one[..., k:2 * k, 2 * k:3 * k] = 1.0  # exactly class-grid cell (1, 2)
+        pooled_at = dec.masked_class_logits(x_mask, one * 1e6)[0, 0]
+        torch.testing.assert_close(pooled_at, dense[0, :, 1, 2], atol=1e-4, rtol=1e-4)

@@ -84,6 +84,10 @@ def add_mobileinst_config(cfg):
     # With DECODER.POOLED_CLASS_HEAD: cross-entropy of the pooled class head on
     # features averaged inside each ground-truth mask (no matching involved).
     mi.LOSS.POOLED_CLASS_WEIGHT = 1.0
+    # With DECODER.POOLED_CLASS_HEAD: cross-entropy of the head's MLP at every
+    # position of its feature map that one ground-truth mask covers by more
+    # than half (dense class supervision; each object gives many samples).
+    mi.LOSS.DENSE_CLASS_WEIGHT = 0.0
     mi.LOSS.FOCAL_ALPHA = 0.25
     mi.LOSS.FOCAL_GAMMA = 2.0
     # Threshold on mask probabilities when computing the IoU target of L_obj.

@@ -242,12 +242,24 @@ class DualInstanceDecoder(nn.Module):
         TopFormer-tiny)."""
         k = self.class_feature_pool
         if k > 1:
-            x_mask = F.avg_pool2d(x_mask, k, k, ceil_mode=True)
             weights = F.avg_pool2d(weights, k, k, ceil_mode=True)
-        feats = self.class_features(x_mask).flatten(2)  # B, D, P
+        feats = self.class_feature_map(x_mask).flatten(2)  # B, D, P
         weights = weights.flatten(2)
         pooled = torch.einsum("bnp,bdp->bnd", weights, feats) / (weights.sum(-1, keepdim=True) + 1.0)
         return self.pooled_cls(pooled)
+
+    def class_feature_map(self, x_mask: torch.Tensor) -> torch.Tensor:
+        """The pooled class head's features on X_mask (at stride 8 at most): (B, D, h, w)."""
+        k = self.class_feature_pool
+        if k > 1:
+            x_mask = F.avg_pool2d(x_mask, k, k, ceil_mode=True)
+        return self.class_features(x_mask)
+
+    def dense_class_logits(self, x_mask: torch.Tensor) -> torch.Tensor:
+        """The pooled class head's MLP at every position of its feature map: (B, C, h, w)
+        (LOSS.DENSE_CLASS_WEIGHT trains it per pixel; inference pools instead)."""
+        feats = self.class_feature_map(x_mask)
+        return self.pooled_cls(feats.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
     def local_attention_mask(self, q_global: torch.Tensor, x_local: torch.Tensor) -> torch.Tensor:
         """Masked attention (Mask2Former) for the local stage: each query attends only

@@ -36,7 +36,7 @@ class MobileInst(nn.Module):
                  mask_upsample: int = 2, cls_threshold: float = 0.005, mask_threshold: float = 0.45,
                  max_detections: int = 100, query_passing: bool = False, supervise_key_frame: bool = True,
                  deep_supervision: bool = False, multi_class: bool = False, nms_sigma: float = 0.0,
-                 pooled_class_weight: float = 0.0, channels_last: bool = False,
+                 pooled_class_weight: float = 0.0, dense_class_weight: float = 0.0, channels_last: bool = False,
                  video_cfg: Optional[dict] = None):
         super().__init__()
         self.backbone = backbone
@@ -62,6 +62,7 @@ class MobileInst(nn.Module):
         self.multi_class = multi_class
         self.nms_sigma = float(nms_sigma)
         self.pooled_class_weight = float(pooled_class_weight)
+        self.dense_class_weight = float(dense_class_weight)
         self.video_cfg = dict(video_cfg or {})
         self.global_feature = "x6"
         self.channels_last = bool(channels_last)
@@ -93,6 +94,7 @@ class MobileInst(nn.Module):
             "multi_class": c.INFERENCE.MULTI_CLASS,
             "nms_sigma": c.INFERENCE.NMS_SIGMA,
             "pooled_class_weight": c.LOSS.POOLED_CLASS_WEIGHT,
+            "dense_class_weight": c.LOSS.DENSE_CLASS_WEIGHT,
             "channels_last": c.CHANNELS_LAST,
             "query_passing": c.VIDEO.QUERY_PASSING,
             "supervise_key_frame": c.VIDEO.SUPERVISE_KEY_FRAME,
@@ -256,7 +258,28 @@ class MobileInst(nn.Module):
             zero = sum(p.sum() for p in dec.pooled_cls.parameters()) * 0.0
             return {"loss_pooled_cls": zero + dec.class_features(x_mask).sum() * 0.0}
         loss = F.cross_entropy(torch.cat(logits), torch.cat(labels))
-        return {"loss_pooled_cls": loss * self.pooled_class_weight}
+        losses = {"loss_pooled_cls": loss * self.pooled_class_weight}
+        if self.dense_class_weight > 0:
+            losses["loss_dense_cls"] = self._dense_class_loss(x_mask, targets) * self.dense_class_weight
+        return losses
+
+    def _dense_class_loss(self, x_mask, targets):
+        """LOSS.DENSE_CLASS_WEIGHT: per-position cross-entropy of the pooled class
+        head's MLP; a position's label is that of the ground-truth mask covering
+        more than half of it, positions no mask covers that much are ignored."""
+        dec = self.instance_decoder
+        logits = dec.dense_class_logits(x_mask)  # B, C, h, w
+        h, w = logits.shape[-2:]
+        labels = torch.full((logits.shape[0], h, w), -100, dtype=torch.int64, device=logits.device)
+        for i, t in enumerate(targets):
+            if len(t["labels"]) == 0:
+                continue
+            cover = F.adaptive_avg_pool2d(t["masks"][None].to(logits.dtype), (h, w))[0]  # M, h, w
+            best, idx = cover.max(0)
+            labels[i] = torch.where(best > 0.5, t["labels"][idx], labels[i])
+        if not (labels >= 0).any():
+            return logits.sum() * 0.0
+        return F.cross_entropy(logits, labels, ignore_index=-100)
 
     def _image_losses(self, x6, x_mask, targets):
         dec = self.instance_decoder
