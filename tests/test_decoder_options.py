@@ -110,6 +110,11 @@ def test_dense_class_loss_trains_the_pooled_head():
     losses["loss_dense_cls"].backward()
     dec = model.instance_decoder
     assert dec.class_features[0].weight.grad.abs().sum() > 0 and dec.pooled_cls[0].weight.grad.abs().sum() > 0
+    # a batch without objects keeps both class losses, at zero
+    empty = _batch()
+    empty[0]["instances"] = empty[0]["instances"][[]]
+    losses = model(empty)
+    assert losses["loss_dense_cls"] == 0 and losses["loss_pooled_cls"] == 0
     # the dense logits are the pooled head's MLP at each position of its feature map
     with torch.no_grad():
         x_mask = torch.randn(1, 64, 8, 8)

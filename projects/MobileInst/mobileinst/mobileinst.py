@@ -256,7 +256,8 @@ class MobileInst(nn.Module):
             labels.append(t["labels"])
         if not logits:  # keep the head in the graph (DDP) with a zero loss
             zero = sum(p.sum() for p in dec.pooled_cls.parameters()) * 0.0
-            return {"loss_pooled_cls": zero + dec.class_features(x_mask).sum() * 0.0}
+            zero = zero + dec.class_features(x_mask).sum() * 0.0
+            return {"loss_pooled_cls": zero, **({"loss_dense_cls": zero} if self.dense_class_weight > 0 else {})}
         loss = F.cross_entropy(torch.cat(logits), torch.cat(labels))
         losses = {"loss_pooled_cls": loss * self.pooled_class_weight}
         if self.dense_class_weight > 0:
