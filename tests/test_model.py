@@ -44,8 +44,9 @@ def test_training_step_gives_finite_losses_and_gradients(model):
         {"image": img, "instances": _instances(100, 150, [], [])},
     ]
     losses = model(batch)
-    # the synthetic config adds the pooled class head's ground-truth loss
-    assert set(losses) == {"loss_cls", "loss_dice", "loss_mask", "loss_objectness", "loss_pooled_cls"}
+    # the synthetic config adds the pooled class head's ground-truth losses (pooled and dense)
+    assert set(losses) == {"loss_cls", "loss_dice", "loss_mask", "loss_objectness", "loss_pooled_cls",
+                           "loss_dense_cls"}
     assert all(torch.isfinite(v) for v in losses.values())
     model.zero_grad()
     sum(losses.values()).backward()
