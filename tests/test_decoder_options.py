@@ -118,7 +118,7 @@ def test_dense_class_loss_trains_the_pooled_head():
     # the dense logits are the pooled head's MLP at each position of its feature map
     with torch.no_grad():
         x_mask = torch.randn(1, 64, 8, 8)
-        dense = dec.dense_class_logits(x_mask)
+        dense = dec.dense_class_logits(dec.class_feature_map(x_mask))
         k = dec.class_feature_pool  # X_mask cells per class-grid cell
         one = torch.zeros(1, 1, 8, 8)
         one[..., k:2 * k, 2 * k:3 * k] = 1.0  # exactly class-grid cell (1, 2)

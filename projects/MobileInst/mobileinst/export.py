@@ -117,8 +117,7 @@ def example_inputs(model, height: int, width: int):
     image = torch.randint(0, 255, (1, 3, height, width), dtype=torch.uint8)
     d = model.mask_decoder.kernel_dim
     ph, pw = padded_size(model, height, width)
-    s = getattr(model.mask_decoder, "output_stride", 8)
-    x_mask = torch.randn(1, d, ph // s, pw // s)
+    x_mask = torch.randn(1, d, ph // model.mask_stride, pw // model.mask_stride)
     kernels = torch.randn(min(4, model.instance_decoder.num_queries), d)
     return image, x_mask, kernels
 

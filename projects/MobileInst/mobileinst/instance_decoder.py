@@ -243,10 +243,7 @@ class DualInstanceDecoder(nn.Module):
         k = self.class_feature_pool
         if k > 1:
             weights = F.avg_pool2d(weights, k, k, ceil_mode=True)
-        feats = self.class_feature_map(x_mask).flatten(2)  # B, D, P
-        weights = weights.flatten(2)
-        pooled = torch.einsum("bnp,bdp->bnd", weights, feats) / (weights.sum(-1, keepdim=True) + 1.0)
-        return self.pooled_cls(pooled)
+        return self.pool_class_logits(self.class_feature_map(x_mask), weights)
 
     def class_feature_map(self, x_mask: torch.Tensor) -> torch.Tensor:
         """The pooled class head's features on X_mask (at stride 8 at most): (B, D, h, w)."""
@@ -255,10 +252,17 @@ class DualInstanceDecoder(nn.Module):
             x_mask = F.avg_pool2d(x_mask, k, k, ceil_mode=True)
         return self.class_features(x_mask)
 
-    def dense_class_logits(self, x_mask: torch.Tensor) -> torch.Tensor:
-        """The pooled class head's MLP at every position of its feature map: (B, C, h, w)
-        (LOSS.DENSE_CLASS_WEIGHT trains it per pixel; inference pools instead)."""
-        feats = self.class_feature_map(x_mask)
+    def pool_class_logits(self, feats: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """The pooled class head on its feature map (B, D, h, w) and (B, M, h, w)
+        mask weights on the same grid: (B, M, C)."""
+        weights = weights.flatten(2)
+        pooled = torch.einsum("bnp,bdp->bnd", weights, feats.flatten(2)) / (weights.sum(-1, keepdim=True) + 1.0)
+        return self.pooled_cls(pooled)
+
+    def dense_class_logits(self, feats: torch.Tensor) -> torch.Tensor:
+        """The pooled class head's MLP at every position of its feature map
+        (:meth:`class_feature_map`): (B, C, h, w). LOSS.DENSE_CLASS_WEIGHT trains
+        it per position; inference pools instead."""
         return self.pooled_cls(feats.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
     def local_attention_mask(self, q_global: torch.Tensor, x_local: torch.Tensor) -> torch.Tensor:

@@ -47,11 +47,12 @@ class MobileInst(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
         self.size_divisibility = max(int(size_divisibility), getattr(backbone, "size_divisibility", 0))
         self.mask_upsample = int(mask_upsample)
-        mask_stride = getattr(mask_decoder, "output_stride", 8)
-        if self.mask_upsample < 1 or mask_stride % self.mask_upsample:
+        # stride of X_mask (a mask decoder without ``output_stride`` is the paper's 1/8)
+        self.mask_stride = int(getattr(mask_decoder, "output_stride", 8))
+        if self.mask_upsample < 1 or self.mask_stride % self.mask_upsample:
             raise ValueError(
                 f"MODEL.MOBILEINST.DECODER.MASK_UPSAMPLE={mask_upsample}: expected a divisor of the stride "
-                f"of X_mask (MASK_DECODER.OUTPUT_STRIDE={mask_stride})"
+                f"of X_mask (MASK_DECODER.OUTPUT_STRIDE={self.mask_stride})"
             )
         self.cls_threshold = cls_threshold
         self.mask_threshold = mask_threshold
@@ -180,7 +181,7 @@ class MobileInst(nn.Module):
 
     def prepare_targets(self, instances_list, padded_size) -> List[dict]:
         """GT masks padded to ``padded_size`` and area-pooled to the mask-logit grid."""
-        stride = getattr(self.mask_decoder, "output_stride", 8) // self.mask_upsample
+        stride = self.mask_stride // self.mask_upsample
         ph, pw = padded_size
         targets = []
         for inst in instances_list:
@@ -246,30 +247,31 @@ class MobileInst(nn.Module):
         dec = self.instance_decoder
         if not getattr(dec, "pooled_class_head", False) or self.pooled_class_weight <= 0:
             return {}
-        h, w = x_mask.shape[-2:]
+        feats = dec.class_feature_map(x_mask)  # once, for the pooled and the dense loss
+        h, w = feats.shape[-2:]
         logits, labels = [], []
         for i, t in enumerate(targets):
             if len(t["labels"]) == 0:
                 continue
-            weights = F.adaptive_avg_pool2d(t["masks"][None].to(x_mask.dtype), (h, w))
-            logits.append(dec.masked_class_logits(x_mask[i: i + 1], weights)[0])
+            weights = F.adaptive_avg_pool2d(t["masks"][None].to(feats.dtype), (h, w))
+            logits.append(dec.pool_class_logits(feats[i: i + 1], weights)[0])
             labels.append(t["labels"])
         if not logits:  # keep the head in the graph (DDP) with a zero loss
-            zero = sum(p.sum() for p in dec.pooled_cls.parameters()) * 0.0
-            zero = zero + dec.class_features(x_mask).sum() * 0.0
+            zero = sum(p.sum() for p in dec.pooled_cls.parameters()) * 0.0 + feats.sum() * 0.0
             return {"loss_pooled_cls": zero, **({"loss_dense_cls": zero} if self.dense_class_weight > 0 else {})}
         loss = F.cross_entropy(torch.cat(logits), torch.cat(labels))
         losses = {"loss_pooled_cls": loss * self.pooled_class_weight}
         if self.dense_class_weight > 0:
-            losses["loss_dense_cls"] = self._dense_class_loss(x_mask, targets) * self.dense_class_weight
+            losses["loss_dense_cls"] = self._dense_class_loss(feats, targets) * self.dense_class_weight
         return losses
 
-    def _dense_class_loss(self, x_mask, targets):
+    def _dense_class_loss(self, feats, targets):
         """LOSS.DENSE_CLASS_WEIGHT: per-position cross-entropy of the pooled class
-        head's MLP; a position's label is that of the ground-truth mask covering
-        more than half of it, positions no mask covers that much are ignored."""
+        head's MLP on its feature map ``feats``; a position's label is that of the
+        ground-truth mask covering more than half of it, positions no mask covers
+        that much are ignored."""
         dec = self.instance_decoder
-        logits = dec.dense_class_logits(x_mask)  # B, C, h, w
+        logits = dec.dense_class_logits(feats)  # B, C, h, w
         h, w = logits.shape[-2:]
         labels = torch.full((logits.shape[0], h, w), -100, dtype=torch.int64, device=logits.device)
         for i, t in enumerate(targets):
