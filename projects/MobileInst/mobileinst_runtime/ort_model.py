@@ -22,6 +22,9 @@ def _session(path: str, threads: int = 0) -> ort.InferenceSession:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Errors only: at this level ORT's constant folding logs a warning for every folded
+    # constant it drops ('Removing initializer ...'), hundreds per graph, none actionable.
+    opts.log_severity_level = 3
     return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
