@@ -248,13 +248,12 @@ class MobileInst(nn.Module):
         if not getattr(dec, "pooled_class_head", False) or self.pooled_class_weight <= 0:
             return {}
         feats = dec.class_feature_map(x_mask)  # once, for the pooled and the dense loss
-        h, w = feats.shape[-2:]
+        covers = self._mask_covers(targets, feats.shape[-2:], feats.dtype)  # likewise the masks on its grid
         logits, labels = [], []
-        for i, t in enumerate(targets):
-            if len(t["labels"]) == 0:
+        for i, (t, cover) in enumerate(zip(targets, covers)):
+            if cover is None:
                 continue
-            weights = F.adaptive_avg_pool2d(t["masks"][None].to(feats.dtype), (h, w))
-            logits.append(dec.pool_class_logits(feats[i: i + 1], weights)[0])
+            logits.append(dec.pool_class_logits(feats[i: i + 1], cover[None])[0])
             labels.append(t["labels"])
         if not logits:  # keep the head in the graph (DDP) with a zero loss
             zero = sum(p.sum() for p in dec.pooled_cls.parameters()) * 0.0 + feats.sum() * 0.0
@@ -262,22 +261,31 @@ class MobileInst(nn.Module):
         loss = F.cross_entropy(torch.cat(logits), torch.cat(labels))
         losses = {"loss_pooled_cls": loss * self.pooled_class_weight}
         if self.dense_class_weight > 0:
-            losses["loss_dense_cls"] = self._dense_class_loss(feats, targets) * self.dense_class_weight
+            losses["loss_dense_cls"] = self._dense_class_loss(feats, targets, covers) * self.dense_class_weight
         return losses
 
-    def _dense_class_loss(self, feats, targets):
+    @staticmethod
+    def _mask_covers(targets, size, dtype):
+        """Per target, its GT masks area-pooled to a grid of ``size`` ((M, h, w):
+        the share of each cell a mask covers), or None for an image without objects."""
+        return [F.adaptive_avg_pool2d(t["masks"][None].to(dtype), tuple(size))[0] if len(t["labels"]) else None
+                for t in targets]
+
+    def _dense_class_loss(self, feats, targets, covers=None):
         """LOSS.DENSE_CLASS_WEIGHT: per-position cross-entropy of the pooled class
         head's MLP on its feature map ``feats``; a position's label is that of the
         ground-truth mask covering more than half of it, positions no mask covers
-        that much are ignored."""
+        that much are ignored. ``covers``: :meth:`_mask_covers` on the grid of
+        ``feats``, when the caller has them already."""
         dec = self.instance_decoder
         logits = dec.dense_class_logits(feats)  # B, C, h, w
         h, w = logits.shape[-2:]
+        if covers is None:
+            covers = self._mask_covers(targets, (h, w), logits.dtype)
         labels = torch.full((logits.shape[0], h, w), -100, dtype=torch.int64, device=logits.device)
-        for i, t in enumerate(targets):
-            if len(t["labels"]) == 0:
+        for i, (t, cover) in enumerate(zip(targets, covers)):
+            if cover is None:
                 continue
-            cover = F.adaptive_avg_pool2d(t["masks"][None].to(logits.dtype), (h, w))[0]  # M, h, w
             best, idx = cover.max(0)
             labels[i] = torch.where(best > 0.5, t["labels"][idx], labels[i])
         if not (labels >= 0).any():
