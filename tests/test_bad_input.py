@@ -99,3 +99,20 @@ def test_checkpoint_is_not_unpickled(tmp_path):
     torch.save({"model": {}, "evil": Evil()}, tmp_path / "evil.pth")
     with pytest.raises(Exception):
         DetectionCheckpointer(build_model(small_cfg())).load(str(tmp_path / "evil.pth"))
+
+
+def test_atomic_json_write_keeps_the_old_file_on_failure(tmp_path):
+    """Every json the project writes (results, metrics, export meta, data sets)
+    goes through atomic_write_json: a failed write leaves the earlier file whole
+    and no temporary file behind."""
+    import json
+
+    from mobileinst_runtime.files import atomic_write_json
+
+    path = tmp_path / "sub" / "results.json"
+    assert atomic_write_json(str(path), {"AP": 1.5}, indent=2) == str(path)
+    assert json.loads(path.read_text()) == {"AP": 1.5}
+    with pytest.raises(TypeError):
+        atomic_write_json(str(path), {"AP": object()})  # json cannot encode it, mid-write
+    assert json.loads(path.read_text()) == {"AP": 1.5}
+    assert sorted(os.listdir(path.parent)) == ["results.json"]

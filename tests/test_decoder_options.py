@@ -124,3 +124,34 @@ def test_dense_class_loss_trains_the_pooled_head():
         one[..., k:2 * k, 2 * k:3 * k] = 1.0  # exactly class-grid cell (1, 2)
         pooled_at = dec.masked_class_logits(x_mask, one * 1e6)[0, 0]
         torch.testing.assert_close(pooled_at, dense[0, :, 1, 2], atol=1e-4, rtol=1e-4)
+
+
+def test_local_layers_refine_in_order():
+    """DECODER.NUM_LOCAL_LAYERS: layer 2 refines layer 1's queries on the same X_L.
+    With its output projections zeroed a pre-norm layer is the identity, so the
+    two-layer decoder must give exactly the one-layer decoder's outputs."""
+    import pytest
+
+    torch.manual_seed(0)
+    one = build_model(small_cfg()).eval()
+    two = build_model(small_cfg("MODEL.MOBILEINST.DECODER.NUM_LOCAL_LAYERS", "2")).eval()
+    missing, unexpected = two.load_state_dict(one.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("instance_decoder.extra_local_stages.0.") for k in missing)
+    extra = two.instance_decoder.extra_local_stages[0]
+    x = two.preprocess([_batch()[0]["image"]]).tensor
+    with torch.no_grad():
+        for attn in (extra.cross_attn, extra.self_attn):
+            attn.out_proj.weight.zero_()
+            attn.out_proj.bias.zero_()
+        a, b = one.predict(x), two.predict(x)
+        for k in ("pred_logits", "pred_objectness", "pred_kernels", "pred_masks"):
+            torch.testing.assert_close(a[k], b[k])
+        # with its weights back the second layer changes the kernels
+        torch.nn.init.normal_(extra.cross_attn.out_proj.weight, std=0.2)
+        assert not torch.allclose(two.predict(x)["pred_kernels"], a["pred_kernels"])
+    # and it trains: gradients reach it
+    two.train()
+    sum(two(_batch()).values()).backward()
+    assert extra.cross_attn.q_proj.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="NUM_LOCAL_LAYERS=0"):
+        build_model(small_cfg("MODEL.MOBILEINST.DECODER.NUM_LOCAL_LAYERS", "0"))

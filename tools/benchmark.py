@@ -11,7 +11,6 @@ given short side and thread count. Random weights are fine for timing.
     python tools/benchmark.py ... --video --frames 30        # per-frame latency for T = 1, 3, 5
 """
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -35,6 +34,7 @@ from mobileinst.config import load_mobileinst_config  # noqa: E402
 from mobileinst.postprocess import score_queries  # noqa: E402
 from mobileinst.utils.fuse import fuse_conv_bn  # noqa: E402
 from mobileinst.video.tracker import VideoTracker  # noqa: E402
+from mobileinst_runtime.files import atomic_write_json  # noqa: E402
 
 
 def image_size_for(short_side: int, aspect: float = 4 / 3, max_size: int = 0):
@@ -318,11 +318,7 @@ def main(argv=None):
     for name, r in report.get("onnxruntime", {}).items():
         video = ", ".join(f"{k} {v['fps']} fps" for k, v in r.items() if k.startswith("T="))
         print(f"{name}: image {r['image_latency_ms']} ms ({r['gflops_per_s']} GFLOP/s); video {video}")
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    tmp = args.output + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(report, f, indent=2)
-    os.replace(tmp, args.output)
+    atomic_write_json(args.output, report, indent=2)
     print(f"wrote {args.output}")
     return report
 

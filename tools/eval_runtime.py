@@ -9,7 +9,6 @@ Prints and writes (``--output``) {"pytorch": {...}, "onnx_fp32": {...}, "onnx_in
 YouTube-VIS metrics of each, all with the same reuse interval and association.
 """
 import argparse
-import json
 import os
 import sys
 
@@ -25,6 +24,7 @@ from detectron2.data.detection_utils import read_image  # noqa: E402
 
 from mobileinst.config import load_mobileinst_config  # noqa: E402
 from mobileinst.evaluation.ytvis_evaluation import evaluate_ytvis  # noqa: E402
+from mobileinst_runtime.files import atomic_write_json  # noqa: E402
 from mobileinst_runtime.ort_model import OrtVideoSegmenter  # noqa: E402
 from mobileinst_runtime.visualize import to_ytvis_json  # noqa: E402
 
@@ -83,10 +83,7 @@ def main(argv=None):
     for k, v in report.items():
         print(f"{k:<10} " + "  ".join(f"{m} {v[m]:.2f}" for m in keys))
     if args.output:
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        with open(args.output + ".tmp", "w") as f:
-            json.dump(report, f, indent=2)
-        os.replace(args.output + ".tmp", args.output)
+        atomic_write_json(args.output, report, indent=2)
     return report
 
 

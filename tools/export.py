@@ -38,6 +38,7 @@ from detectron2.modeling import build_model  # noqa: E402
 from mobileinst.config import load_mobileinst_config  # noqa: E402
 from mobileinst.export import GRAPHS, build_graph_modules, nonkey_size, padded_size  # noqa: E402
 from mobileinst.utils.fuse import fuse_conv_bn  # noqa: E402
+from mobileinst_runtime.files import atomic_write_json  # noqa: E402
 
 logger = logging.getLogger("mobileinst.export")
 
@@ -206,9 +207,7 @@ def export(cfg, output, height, width, graphs=GRAPHS, torchscript=True, do_quant
                                                                                         cfg.INPUT.FORMAT)
         report["int8"] = quantize(output, graphs, images, nonkey_images)
     meta_path = os.path.join(output, "export_meta.json")
-    with open(meta_path + ".tmp", "w") as f:
-        json.dump(meta, f, indent=2)
-    os.replace(meta_path + ".tmp", meta_path)
+    atomic_write_json(meta_path, meta, indent=2)
     report["meta"] = meta_path
     return report
 

@@ -17,7 +17,6 @@ writes them as json.
 import argparse
 import contextlib
 import io
-import json
 import os
 import sys
 
@@ -27,6 +26,12 @@ import torch
 import torch.nn.functional as F
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+
+try:
+    import mobileinst_runtime  # noqa: F401
+except ImportError:  # running from a checkout without `pip install -e .`
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "projects", "MobileInst"))
+from mobileinst_runtime.files import atomic_write_json  # noqa: E402
 
 
 def grid_mask(mask: np.ndarray, stride: int, divisibility: int = 64) -> np.ndarray:
@@ -81,11 +86,7 @@ def main(argv=None):
         print(f"stride {r['stride']}: {r['instances']} masks, mean IoU {r['mean_iou']:.3f}, "
               f"mask AP {r['AP']:.1f} (AP50 {r['AP50']:.1f}, AP75 {r['AP75']:.1f})")
     if args.output:
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        tmp = args.output + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump({"json": args.json, "bounds": rows}, f, indent=1)
-        os.replace(tmp, args.output)
+        atomic_write_json(args.output, {"json": args.json, "bounds": rows}, indent=1)
     return rows
 
 

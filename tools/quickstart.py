@@ -9,7 +9,6 @@
 5. write the figures to <output>/metrics.json (atomically).
 """
 import argparse
-import json
 import logging
 import os
 import sys
@@ -34,16 +33,10 @@ from detectron2.utils.visualizer import ColorMode, Visualizer  # noqa: E402
 
 from mobileinst import add_mobileinst_config  # noqa: E402
 from mobileinst.data.synthetic import generate_all  # noqa: E402
+from mobileinst_runtime.files import atomic_write_json  # noqa: E402
 from train_net import Trainer  # noqa: E402
 
 logger = logging.getLogger("mobileinst.quickstart")
-
-
-def atomic_write_json(path, data):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
 
 
 def image_config(args):
@@ -222,12 +215,12 @@ def main(argv=None):
 
     metrics = {"torch_threads": torch.get_num_threads()}
     eval_cfg = run_image_part(args, metrics)
-    atomic_write_json(os.path.join(args.output, "metrics.json"), metrics)
+    atomic_write_json(os.path.join(args.output, "metrics.json"), metrics, indent=2)
     if not args.no_video:
         run_video_part(args, metrics, eval_cfg.MODEL.WEIGHTS)
     metrics["total_time_s"] = round(time.perf_counter() - t0, 1)
     path = os.path.join(args.output, "metrics.json")
-    atomic_write_json(path, metrics)
+    atomic_write_json(path, metrics, indent=2)
     segm = metrics["coco"].get("segm", {})
     logger.info(f"synthetic val mask AP {segm.get('AP', float('nan')):.1f} "
                 f"(AP50 {segm.get('AP50', float('nan')):.1f}); metrics in {path}")

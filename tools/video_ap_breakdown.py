@@ -40,6 +40,7 @@ except ImportError:
     sys.path.insert(0, os.path.join(ROOT, "projects", "MobileInst"))
 
 from mobileinst.evaluation.ytvis_evaluation import compute_track_ious, evaluate_ytvis, to_rle  # noqa: E402
+from mobileinst_runtime.files import atomic_write_json  # noqa: E402
 
 METRICS = ("AP", "AP50", "AP75", "AR10")
 
@@ -179,11 +180,7 @@ def main(argv=None):
         sys.exit(f"error: {e}")
     print(format_breakdown(b))
     if args.output:
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        tmp = args.output + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(dict(b, gt=args.gt, results=args.results), f, indent=1)
-        os.replace(tmp, args.output)
+        atomic_write_json(args.output, dict(b, gt=args.gt, results=args.results), indent=1)
     return b
 
 

@@ -63,6 +63,9 @@ def add_mobileinst_config(cfg):
     # multiple of X_mask's stride gives the local stage a finer map (helps
     # small inputs).
     mi.DECODER.LOCAL_POOL_STRIDE = 64
+    # Beyond the paper (1): local-stage layers, each cross- then self-attention
+    # on X_L, refining the queries of the layer before.
+    mi.DECODER.NUM_LOCAL_LAYERS = 1
     # Beyond the paper: masked attention in the local stage (each query only
     # attends to X_L inside the mask predicted from its global-stage kernel).
     mi.DECODER.MASKED_ATTENTION = False

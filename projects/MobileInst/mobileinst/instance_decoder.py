@@ -4,7 +4,8 @@
     Q (N learnable queries)
       -> global stage: cross-attention on X6 (1/64), self-attention   -> Q_G
       -> local stage:  cross-attention on X_L = maxpool(X_mask) at the
-                       size of X6, self-attention
+                       size of X6, self-attention (NUM_LOCAL_LAYERS times;
+                       the paper has one)
       -> FFN -> class logits (N, C), IoU-aware objectness (N, 1),
                 mask kernels K (N, KERNEL_DIM)
 
@@ -104,14 +105,18 @@ class DualInstanceDecoder(nn.Module):
                  hidden_dim: int, num_heads: int, dim_feedforward: int, dropout: float, pre_norm: bool,
                  kernel_dim: int, local_pooling: str = "max", local_pool_stride: int = 64,
                  masked_attention: bool = False, pooled_class_head: bool = False, prior_prob: float = 0.01,
-                 mask_stride: int = 8):
+                 mask_stride: int = 8, num_local_layers: int = 1):
         """
         Args:
             global_channels: channels of X6.
             mask_channels: channels of X_mask.
             mask_stride: stride of X_mask (MASK_DECODER.OUTPUT_STRIDE).
+            num_local_layers: local-stage layers (cross- then self-attention on
+                X_L), each refining the queries of the one before; the paper has 1.
         """
         super().__init__()
+        if int(num_local_layers) < 1:
+            raise ValueError(f"MODEL.MOBILEINST.DECODER.NUM_LOCAL_LAYERS={num_local_layers}: expected 1 or more")
         if local_pooling not in ("max", "avg"):
             raise ValueError(f"MODEL.MOBILEINST.DECODER.LOCAL_POOLING={local_pooling!r}: expected 'max' or 'avg'")
         self.num_queries = num_queries
@@ -132,6 +137,11 @@ class DualInstanceDecoder(nn.Module):
         self.local_proj = nn.Linear(mask_channels, hidden_dim)
         self.global_stage = DecoderStage(hidden_dim, num_heads, dropout, pre_norm)
         self.local_stage = DecoderStage(hidden_dim, num_heads, dropout, pre_norm)
+        # layers 2.. of the local stage (separate from ``local_stage`` so that
+        # one-layer checkpoints load unchanged)
+        self.extra_local_stages = nn.ModuleList(
+            DecoderStage(hidden_dim, num_heads, dropout, pre_norm) for _ in range(int(num_local_layers) - 1)
+        )
         self.ffn_norm = nn.LayerNorm(hidden_dim)
         self.ffn = nn.Sequential(
             nn.Linear(hidden_dim, dim_feedforward), nn.ReLU(inplace=True), nn.Dropout(dropout),
@@ -179,6 +189,7 @@ class DualInstanceDecoder(nn.Module):
             "masked_attention": d.MASKED_ATTENTION,
             "pooled_class_head": d.POOLED_CLASS_HEAD,
             "mask_stride": c.MASK_DECODER.OUTPUT_STRIDE,
+            "num_local_layers": d.NUM_LOCAL_LAYERS,
         }
 
     def _tokens(self, x: torch.Tensor, proj: nn.Linear) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -217,12 +228,18 @@ class DualInstanceDecoder(nn.Module):
         return self.global_stage(query, query_pos, memory, pos)
 
     def forward_local(self, q_global: torch.Tensor, x_mask: torch.Tensor, x6_size) -> Dict[str, torch.Tensor]:
-        """Local stage on X_L, FFN and heads. ``q_global`` may come from another frame."""
+        """Local stage on X_L, FFN and heads. ``q_global`` may come from another frame.
+
+        Each local layer attends to the same X_L tokens; with MASKED_ATTENTION a
+        layer's attention mask comes from the kernels of the queries it refines."""
         x_local = self.pool_local(x_mask, x6_size)
         memory, pos = self._tokens(x_local, self.local_proj)
         query_pos = self.query_pos.weight.unsqueeze(0).expand(q_global.shape[0], -1, -1)
-        attn_mask = self.local_attention_mask(q_global, x_local) if self.masked_attention else None
-        out = self.predict_heads(self.local_stage(q_global, query_pos, memory, pos, attn_mask))
+        query = q_global
+        for stage in [self.local_stage, *self.extra_local_stages]:
+            attn_mask = self.local_attention_mask(query, x_local) if self.masked_attention else None
+            query = stage(query, query_pos, memory, pos, attn_mask)
+        out = self.predict_heads(query)
         if self.pooled_class_head:
             out["pred_logits"] = out["pred_logits"] + self.pooled_class_logits(out["pred_kernels"], x_mask)
         return out

@@ -1,12 +1,12 @@
 # Copyright (c) MobileInst authors. Licensed under the Apache License 2.0.
 """Run a tracker over a frame source and write tracks.mp4 + results.json (atomically)."""
-import json
 import os
 from typing import Callable, Iterable, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
+from .files import atomic_write_json
 from .visualize import draw_tracks, to_ytvis_json
 
 
@@ -44,7 +44,5 @@ def write_tracks(frames: Iterable[Tuple[int, np.ndarray]], step: Callable, ytvis
         raise ValueError("The input has no frames")
     writer.release()
     os.replace(tmp_video, video_path)
-    with open(json_path + ".tmp", "w") as f:
-        json.dump(to_ytvis_json(ytvis_result(video_id), video_id, category_ids), f)
-    os.replace(json_path + ".tmp", json_path)
+    atomic_write_json(json_path, to_ytvis_json(ytvis_result(video_id), video_id, category_ids))
     return video_path, json_path, n + 1

@@ -68,7 +68,6 @@ run never leaves a JSON that points to missing or different images.
 from __future__ import annotations
 
 import colorsys
-import json
 import os
 import re
 import shutil
@@ -77,6 +76,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 import pycocotools.mask as mask_util
+from mobileinst_runtime.files import atomic_write_json
 
 __all__ = [
     "SYNTHETIC_CATEGORIES",
@@ -151,17 +151,6 @@ def _write_jpeg(path: str, img: np.ndarray) -> None:
         raise RuntimeError(f"JPEG encoding failed for {path}")
     with open(path, "wb") as f:
         f.write(buf.tobytes())
-
-
-def _atomic_write_json(path: str, data: Dict) -> None:
-    d = os.path.dirname(path)
-    os.makedirs(d, exist_ok=True)
-    tmp = os.path.join(d, f".{os.path.basename(path)}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(data, f, separators=(",", ":"))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _encode(mask: np.ndarray) -> Tuple[Dict, int, List[float]]:
@@ -543,7 +532,7 @@ def generate_coco(
         "annotations": annotations,
         "categories": [dict(c) for c in SYNTHETIC_CATEGORIES],
     }
-    _atomic_write_json(json_path, data)
+    atomic_write_json(json_path, data, separators=(",", ":"))
     _remove_stale(img_dir, r"\d{6}\.jpg", names, is_dir=False)
     return json_path
 
@@ -732,7 +721,7 @@ def generate_ytvis(
         "annotations": annotations,
         "categories": [dict(c) for c in SYNTHETIC_CATEGORIES],
     }
-    _atomic_write_json(json_path, data)
+    atomic_write_json(json_path, data, separators=(",", ":"))
     _remove_stale(root, r"video_\d{5}", names, is_dir=True)
     return json_path
 

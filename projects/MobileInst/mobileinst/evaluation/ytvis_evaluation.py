@@ -19,7 +19,6 @@ import itertools
 import json
 import logging
 import os
-import tempfile
 from collections import OrderedDict, defaultdict
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -34,6 +33,7 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import create_small_table
+from mobileinst_runtime.files import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -427,15 +427,7 @@ class YTVISEvaluator(DatasetEvaluator):
             PathManager.mkdirs(self._output_dir)
             path = os.path.join(self._output_dir, "results.json")
             self._logger.info(f"Saving YouTube-VIS results to {path}")
-            fd, tmp = tempfile.mkstemp(dir=self._output_dir, prefix=".results.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "w") as f:
-                    json.dump(predictions, f)
-                os.replace(tmp, path)
-            except BaseException:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
-                raise
+            atomic_write_json(path, predictions)
 
         gt = self._load_gt()
         if gt is None or "annotations" not in gt:
