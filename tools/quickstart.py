@@ -214,12 +214,12 @@ def main(argv=None):
     generate_all(root, seed=args.seed, log=logger.info)
 
     metrics = {"torch_threads": torch.get_num_threads()}
+    path = os.path.join(args.output, "metrics.json")
     eval_cfg = run_image_part(args, metrics)
-    atomic_write_json(os.path.join(args.output, "metrics.json"), metrics, indent=2)
+    atomic_write_json(path, metrics, indent=2)
     if not args.no_video:
         run_video_part(args, metrics, eval_cfg.MODEL.WEIGHTS)
     metrics["total_time_s"] = round(time.perf_counter() - t0, 1)
-    path = os.path.join(args.output, "metrics.json")
     atomic_write_json(path, metrics, indent=2)
     segm = metrics["coco"].get("segm", {})
     logger.info(f"synthetic val mask AP {segm.get('AP', float('nan')):.1f} "

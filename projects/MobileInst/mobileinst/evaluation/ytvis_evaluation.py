@@ -424,8 +424,7 @@ class YTVISEvaluator(DatasetEvaluator):
             self._logger.warning("[YTVISEvaluator] Did not receive valid predictions.")
 
         if self._output_dir:
-            PathManager.mkdirs(self._output_dir)
-            path = os.path.join(self._output_dir, "results.json")
+            path = os.path.join(self._output_dir, "results.json")  # its folder is made by atomic_write_json
             self._logger.info(f"Saving YouTube-VIS results to {path}")
             atomic_write_json(path, predictions)
 
