@@ -241,3 +241,27 @@ def test_objectness_target_is_iou(obj_logit):
     # d/dx BCE(x, iou) = sigmoid(x) - iou
     torch.testing.assert_close(g[1], torch.tensor(1.5 * (torch.sigmoid(torch.tensor(obj_logit)).item() - iou)))
     assert (g[1] > 0) == (torch.sigmoid(torch.tensor(obj_logit)).item() > iou)
+
+
+def test_criterion_float32_under_mixed_precision():
+    """SOLVER.AMP.ENABLED: half-precision outputs of a large image (mask sums far
+    above float16's 65504) give the float32 losses, in float32, with gradients."""
+    torch.manual_seed(0)
+    size = 300  # 90,000 pixels per mask
+    tgt = torch.zeros(2, size, size)
+    tgt[0, :200] = 1
+    tgt[1, 150:, 100:] = 1
+    targets = [{"labels": torch.tensor([0, 2]), "masks": tgt}]
+    masks = torch.randn(1, 3, size, size) * 2 + 4.0  # mostly "on": dice sums ~ 1e5
+    logits, obj = torch.randn(1, 3, 4), torch.randn(1, 3)
+    crit = SetCriterion(_cfg())
+    ref = crit({"pred_logits": logits, "pred_masks": masks.half().float(), "pred_objectness": obj}, targets)
+    half_masks = masks.half().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = crit({"pred_logits": logits.half(), "pred_masks": half_masks, "pred_objectness": obj.half()}, targets)
+    for k, v in ref.items():
+        assert mixed[k].dtype == torch.float32, k
+        assert torch.isfinite(mixed[k]), k
+        torch.testing.assert_close(mixed[k], v, rtol=2e-3, atol=1e-3, msg=k)
+    sum(mixed.values()).backward()
+    assert half_masks.grad.dtype == torch.float16 and torch.isfinite(half_masks.grad).all()

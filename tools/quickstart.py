@@ -47,9 +47,18 @@ def image_config(args):
     if args.max_iter:
         cfg.SOLVER.MAX_ITER = args.max_iter
         cfg.SOLVER.STEPS = (int(args.max_iter * 0.8), int(args.max_iter * 0.93))
+    _apply_common(cfg, args)
     cfg.merge_from_list(args.opts)
     cfg.freeze()
     return cfg
+
+
+def _apply_common(cfg, args):
+    """--device and --num-workers, for the image and the video part alike."""
+    if args.device:
+        cfg.MODEL.DEVICE = args.device
+    if args.num_workers is not None:
+        cfg.DATALOADER.NUM_WORKERS = args.num_workers
 
 
 def save_visualizations(cfg, out_dir, num=8, score_threshold=0.25):
@@ -102,6 +111,8 @@ def run_image_part(args, metrics):
         "config": os.path.relpath(args.config_file, ROOT),
         "iterations": cfg.SOLVER.MAX_ITER,
         "ims_per_batch": cfg.SOLVER.IMS_PER_BATCH,
+        "device": cfg.MODEL.DEVICE,
+        "amp": cfg.SOLVER.AMP.ENABLED,
         "train_time_s": round(train_time, 1),
         "eval_time_s": round(eval_time, 1),
         "weights": os.path.relpath(final, ROOT),
@@ -153,6 +164,7 @@ def run_video_part(args, metrics, image_weights):
     if args.video_max_iter:
         cfg.SOLVER.MAX_ITER = args.video_max_iter
         cfg.SOLVER.STEPS = (int(args.video_max_iter * 0.85),)
+    _apply_common(cfg, args)
     cfg.freeze()
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     logger.info(f"[video 1/3] query-passing training {cfg.SOLVER.MAX_ITER} iterations on {cfg.DATASETS.TRAIN}")
@@ -202,6 +214,8 @@ def main(argv=None):
     parser.add_argument("--video-max-iter", type=int, default=0, help="override the video SOLVER.MAX_ITER")
     parser.add_argument("--no-video", action="store_true", help="skip the video part")
     parser.add_argument("--seed", type=int, default=0, help="synthetic data seed")
+    parser.add_argument("--device", default="", help="MODEL.DEVICE of both parts, e.g. cuda (default: the configs', cpu)")
+    parser.add_argument("--num-workers", type=int, default=None, help="DATALOADER.NUM_WORKERS of both parts")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = parser.parse_args(argv)
     os.makedirs(args.output, exist_ok=True)

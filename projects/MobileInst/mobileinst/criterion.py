@@ -83,6 +83,13 @@ class SetCriterion(nn.Module):
         Returns:
             weighted losses.
         """
+        # Matching and losses in float32, also under mixed precision
+        # (SOLVER.AMP.ENABLED): sums over the pixels of a mask overflow float16.
+        with torch.autocast(device_type=outputs["pred_logits"].device.type, enabled=False):
+            outputs = {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in outputs.items()}
+            return self._losses(outputs, targets)
+
+    def _losses(self, outputs: Dict[str, torch.Tensor], targets: List[dict]) -> Dict[str, torch.Tensor]:
         logits = outputs["pred_logits"]
         masks = outputs["pred_masks"]
         indices = self.matcher(logits, masks, targets)

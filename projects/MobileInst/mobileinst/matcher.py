@@ -36,9 +36,13 @@ class HungarianMatcher(nn.Module):
         Returns:
             per image (query indices, target indices), both int64 of length M.
         """
+        with torch.autocast(device_type=pred_logits.device.type, enabled=False):  # float32 under AMP too
+            return self._match(pred_logits.float(), pred_masks.float(), targets)
+
+    def _match(self, pred_logits, pred_masks, targets):
         out = []
-        probs = pred_logits.sigmoid().float()
-        masks = pred_masks.sigmoid().float().flatten(2)
+        probs = pred_logits.sigmoid()
+        masks = pred_masks.sigmoid().flatten(2)
         for b, tgt in enumerate(targets):
             labels = tgt["labels"]
             if labels.numel() == 0:

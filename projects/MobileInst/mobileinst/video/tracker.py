@@ -109,7 +109,8 @@ class VideoTracker:
         The returned Instances (at ``output_size``) hold the tracked slots whose
         keyframe score passes ``track_score_threshold``: ``pred_masks``,
         ``pred_boxes``, ``scores``, ``pred_classes`` (argmax of the averaged
-        class scores) and ``track_ids`` (the slot).
+        class scores) and ``track_ids`` (the slot), all on the CPU whatever
+        the model's device.
         """
         model = self.model
         size = tuple(frame.shape[-2:])
@@ -135,6 +136,7 @@ class VideoTracker:
         if slots.numel():
             masks, boxes = binarize_masks(mask_logits.sigmoid(), images.tensor.shape[-2:], images.image_sizes[0],
                                           out_size, model.mask_threshold)
+            masks, boxes = masks.cpu(), boxes.cpu()  # one device for every field, whatever the model's
         else:
             masks = torch.zeros((0,) + tuple(int(s) for s in out_size), dtype=torch.bool)
             boxes = torch.zeros((0, 4))
@@ -145,7 +147,7 @@ class VideoTracker:
         inst.pred_classes = self.class_scores[slots.cpu()].argmax(-1)
         inst.track_ids = slots.cpu()
         if self.keep_results:
-            self.book.add_frame(masks.cpu().numpy(), slots.tolist())
+            self.book.add_frame(masks.numpy(), slots.tolist())
         self.frame_index += 1
         return inst
 
