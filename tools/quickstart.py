@@ -153,9 +153,7 @@ def count_switches(cfg, model, dataset_name, association, score_threshold=0.2):
     return total
 
 
-def run_video_part(args, metrics, image_weights):
-    import demo
-
+def video_config(args, image_weights):
     cfg = get_cfg()
     add_mobileinst_config(cfg)
     cfg.merge_from_file(args.video_config_file)
@@ -166,6 +164,13 @@ def run_video_part(args, metrics, image_weights):
         cfg.SOLVER.STEPS = (int(args.video_max_iter * 0.85),)
     _apply_common(cfg, args)
     cfg.freeze()
+    return cfg
+
+
+def run_video_part(args, metrics, image_weights):
+    import demo
+
+    cfg = video_config(args, image_weights)
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     logger.info(f"[video 1/3] query-passing training {cfg.SOLVER.MAX_ITER} iterations on {cfg.DATASETS.TRAIN}")
     start = time.perf_counter()
@@ -204,7 +209,7 @@ def run_video_part(args, metrics, image_weights):
     })
 
 
-def main(argv=None):
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", default="output/quickstart")
     parser.add_argument("--config-file", default=os.path.join(ROOT, "configs/synthetic/MobileInst_TopFormer_tiny_synthetic.yaml"))
@@ -217,7 +222,11 @@ def main(argv=None):
     parser.add_argument("--device", default="", help="MODEL.DEVICE of both parts, e.g. cuda (default: the configs', cpu)")
     parser.add_argument("--num-workers", type=int, default=None, help="DATALOADER.NUM_WORKERS of both parts")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     os.makedirs(args.output, exist_ok=True)
     setup_logger(output=os.path.join(args.output, "log.txt"))
     setup_logger(output=os.path.join(args.output, "log.txt"), name="mobileinst")

@@ -1,0 +1,32 @@
+"""tools/quickstart.py: --device / --num-workers reach the image and the video part alike."""
+import os
+import sys
+
+from conftest import ROOT
+
+if os.path.join(ROOT, "tools") not in sys.path:
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+import quickstart  # noqa: E402
+
+
+def test_device_and_workers_reach_both_parts(tmp_path):
+    args = quickstart.parse_args(["--output", str(tmp_path), "--device", "cuda:1", "--num-workers", "3",
+                                  "--max-iter", "50", "--video-max-iter", "20", "SOLVER.BASE_LR", "0.01"])
+    image = quickstart.image_config(args)
+    video = quickstart.video_config(args, "weights.pth")
+    for cfg in (image, video):
+        assert cfg.MODEL.DEVICE == "cuda:1" and cfg.DATALOADER.NUM_WORKERS == 3
+    assert image.SOLVER.MAX_ITER == 50 and image.SOLVER.STEPS == (40, 46)
+    assert video.SOLVER.MAX_ITER == 20 and video.SOLVER.STEPS == (17,) and video.MODEL.WEIGHTS == "weights.pth"
+    # the trailing overrides are the image part's; the video config keeps its own
+    assert image.SOLVER.BASE_LR == 0.01 and video.SOLVER.BASE_LR == 0.0002
+    assert image.OUTPUT_DIR == os.path.join(str(tmp_path), "image") and video.OUTPUT_DIR == os.path.join(str(tmp_path), "video")
+
+
+def test_defaults_keep_the_configs_device(tmp_path):
+    args = quickstart.parse_args(["--output", str(tmp_path)])
+    image, video = quickstart.image_config(args), quickstart.video_config(args, "w.pth")
+    assert image.MODEL.DEVICE == video.MODEL.DEVICE == "cpu"
+    assert image.DATALOADER.NUM_WORKERS == video.DATALOADER.NUM_WORKERS == 1
+    assert image.SOLVER.MAX_ITER == 1800 and video.SOLVER.MAX_ITER == 600
