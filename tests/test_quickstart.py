@@ -30,3 +30,10 @@ def test_defaults_keep_the_configs_device(tmp_path):
     assert image.MODEL.DEVICE == video.MODEL.DEVICE == "cpu"
     assert image.DATALOADER.NUM_WORKERS == video.DATALOADER.NUM_WORKERS == 1
     assert image.SOLVER.MAX_ITER == 1800 and video.SOLVER.MAX_ITER == 600
+
+
+def test_short_schedules_get_distinct_steps(tmp_path):
+    """--max-iter 5: 80% and 93% both fall on iteration 4; detectron2 rejects a repeated milestone."""
+    args = quickstart.parse_args(["--output", str(tmp_path), "--max-iter", "5", "--video-max-iter", "1"])
+    assert quickstart.image_config(args).SOLVER.STEPS == (4,)
+    assert quickstart.video_config(args, "w.pth").SOLVER.STEPS == ()

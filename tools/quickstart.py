@@ -46,11 +46,17 @@ def image_config(args):
     cfg.OUTPUT_DIR = os.path.join(args.output, "image")
     if args.max_iter:
         cfg.SOLVER.MAX_ITER = args.max_iter
-        cfg.SOLVER.STEPS = (int(args.max_iter * 0.8), int(args.max_iter * 0.93))
+        cfg.SOLVER.STEPS = _steps(args.max_iter, (0.8, 0.93))
     _apply_common(cfg, args)
     cfg.merge_from_list(args.opts)
     cfg.freeze()
     return cfg
+
+
+def _steps(max_iter, fractions):
+    """LR decay steps at these fractions of ``max_iter``: distinct, in (0, max_iter)
+    (detectron2's scheduler rejects repeated milestones)."""
+    return tuple(sorted({int(max_iter * f) for f in fractions} & set(range(1, max_iter))))
 
 
 def _apply_common(cfg, args):
@@ -161,7 +167,7 @@ def video_config(args, image_weights):
     cfg.MODEL.WEIGHTS = image_weights
     if args.video_max_iter:
         cfg.SOLVER.MAX_ITER = args.video_max_iter
-        cfg.SOLVER.STEPS = (int(args.video_max_iter * 0.85),)
+        cfg.SOLVER.STEPS = _steps(args.video_max_iter, (0.85,))
     _apply_common(cfg, args)
     cfg.freeze()
     return cfg
