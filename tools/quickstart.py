@@ -56,7 +56,7 @@ def image_config(args):
 def _steps(max_iter, fractions):
     """LR decay steps at these fractions of ``max_iter``: distinct, in (0, max_iter)
     (detectron2's scheduler rejects repeated milestones)."""
-    return tuple(sorted({int(max_iter * f) for f in fractions} & set(range(1, max_iter))))
+    return tuple(sorted({s for s in (int(max_iter * f) for f in fractions) if 0 < s < max_iter}))
 
 
 def _apply_common(cfg, args):
