@@ -1,4 +1,4 @@
-"""tools/quickstart.py: --device / --num-workers reach the image and the video part alike."""
+"""tools/quickstart.py: --device / --num-workers reach the image and the video part alike; --video-opt the video part."""
 import os
 import sys
 
@@ -37,3 +37,16 @@ def test_short_schedules_get_distinct_steps(tmp_path):
     args = quickstart.parse_args(["--output", str(tmp_path), "--max-iter", "5", "--video-max-iter", "1"])
     assert quickstart.image_config(args).SOLVER.STEPS == (4,)
     assert quickstart.video_config(args, "w.pth").SOLVER.STEPS == ()
+
+
+def test_video_opts_reach_the_video_part_only(tmp_path):
+    args = quickstart.parse_args(["--output", str(tmp_path), "--video-opt", "SOLVER.IMS_PER_BATCH", "8",
+                                  "--video-opt", "MODEL.MOBILEINST.VIDEO.REUSE_INTERVAL", "5",
+                                  "SOLVER.IMS_PER_BATCH", "16"])
+    image, video = quickstart.image_config(args), quickstart.video_config(args, "w.pth")
+    assert image.SOLVER.IMS_PER_BATCH == 16 and image.MODEL.MOBILEINST.VIDEO.REUSE_INTERVAL == 3
+    assert video.SOLVER.IMS_PER_BATCH == 8 and video.MODEL.MOBILEINST.VIDEO.REUSE_INTERVAL == 5
+    # an override applies after --video-max-iter's schedule, so it can set the steps too
+    args = quickstart.parse_args(["--output", str(tmp_path), "--video-max-iter", "100",
+                                  "--video-opt", "SOLVER.STEPS", "(60,90)"])
+    assert quickstart.video_config(args, "w.pth").SOLVER.STEPS == (60, 90)

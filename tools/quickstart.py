@@ -169,6 +169,7 @@ def video_config(args, image_weights):
         cfg.SOLVER.MAX_ITER = args.video_max_iter
         cfg.SOLVER.STEPS = _steps(args.video_max_iter, (0.85,))
     _apply_common(cfg, args)
+    cfg.merge_from_list([x for pair in args.video_opt for x in pair])
     cfg.freeze()
     return cfg
 
@@ -227,7 +228,9 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="synthetic data seed")
     parser.add_argument("--device", default="", help="MODEL.DEVICE of both parts, e.g. cuda (default: the configs', cpu)")
     parser.add_argument("--num-workers", type=int, default=None, help="DATALOADER.NUM_WORKERS of both parts")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
+    parser.add_argument("--video-opt", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                        help="a config override of the video part; repeat it for more (before the image part's opts)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides of the image part, KEY VALUE ...")
     return parser.parse_args(argv)
 
 
