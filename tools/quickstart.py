@@ -39,32 +39,41 @@ from train_net import Trainer  # noqa: E402
 logger = logging.getLogger("mobileinst.quickstart")
 
 
-def image_config(args):
+def _part_config(args, config_file, part, max_iter, step_fractions, opts, weights=None):
+    """The config of one part (``part``: "image" or "video"): its file, output
+    <output>/<part>, ``weights``, ``max_iter`` with LR steps at ``step_fractions``
+    of it, --device and --num-workers, then the ``opts`` overrides."""
     cfg = get_cfg()
     add_mobileinst_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.OUTPUT_DIR = os.path.join(args.output, "image")
-    if args.max_iter:
-        cfg.SOLVER.MAX_ITER = args.max_iter
-        cfg.SOLVER.STEPS = _steps(args.max_iter, (0.8, 0.93))
-    _apply_common(cfg, args)
-    cfg.merge_from_list(args.opts)
+    cfg.merge_from_file(config_file)
+    cfg.OUTPUT_DIR = os.path.join(args.output, part)
+    if weights is not None:
+        cfg.MODEL.WEIGHTS = weights
+    if max_iter:
+        cfg.SOLVER.MAX_ITER = max_iter
+        cfg.SOLVER.STEPS = _steps(max_iter, step_fractions)
+    if args.device:
+        cfg.MODEL.DEVICE = args.device
+    if args.num_workers is not None:
+        cfg.DATALOADER.NUM_WORKERS = args.num_workers
+    cfg.merge_from_list(list(opts))
     cfg.freeze()
     return cfg
+
+
+def image_config(args):
+    return _part_config(args, args.config_file, "image", args.max_iter, (0.8, 0.93), args.opts)
+
+
+def video_config(args, image_weights):
+    return _part_config(args, args.video_config_file, "video", args.video_max_iter, (0.85,),
+                        [x for pair in args.video_opt for x in pair], weights=image_weights)
 
 
 def _steps(max_iter, fractions):
     """LR decay steps at these fractions of ``max_iter``: distinct, in (0, max_iter)
     (detectron2's scheduler rejects repeated milestones)."""
     return tuple(sorted({s for s in (int(max_iter * f) for f in fractions) if 0 < s < max_iter}))
-
-
-def _apply_common(cfg, args):
-    """--device and --num-workers, for the image and the video part alike."""
-    if args.device:
-        cfg.MODEL.DEVICE = args.device
-    if args.num_workers is not None:
-        cfg.DATALOADER.NUM_WORKERS = args.num_workers
 
 
 def save_visualizations(cfg, out_dir, num=8, score_threshold=0.25):
@@ -157,21 +166,6 @@ def count_switches(cfg, model, dataset_name, association, score_threshold=0.2):
         preds = [p[p.scores >= score_threshold] for p in preds]
         total += count_id_switches(_gt_tracks(video), preds)
     return total
-
-
-def video_config(args, image_weights):
-    cfg = get_cfg()
-    add_mobileinst_config(cfg)
-    cfg.merge_from_file(args.video_config_file)
-    cfg.OUTPUT_DIR = os.path.join(args.output, "video")
-    cfg.MODEL.WEIGHTS = image_weights
-    if args.video_max_iter:
-        cfg.SOLVER.MAX_ITER = args.video_max_iter
-        cfg.SOLVER.STEPS = _steps(args.video_max_iter, (0.85,))
-    _apply_common(cfg, args)
-    cfg.merge_from_list([x for pair in args.video_opt for x in pair])
-    cfg.freeze()
-    return cfg
 
 
 def run_video_part(args, metrics, image_weights):
