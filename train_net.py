@@ -6,20 +6,22 @@
     python train_net.py --config-file ... --eval-only MODEL.WEIGHTS model_final.pth
 
 Only what the model needs is added to the stock trainer: AdamW with parameter
-groups and gradient clipping, MobileInst's dataset mappers, and the
-evaluator chosen by the dataset's ``evaluator_type``.
+groups and gradient clipping (``mobileinst.engine``), MobileInst's dataset
+mappers, the evaluator chosen by the dataset's ``evaluator_type``, and the
+optional EMA, time-budget and progress-bar hooks (SOLVER.EMA,
+SOLVER.TIME_BUDGET, SOLVER.PROGRESS_BAR).
 """
 import logging
 import os
 import sys
 import weakref
 
-import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import (
     AMPTrainer,
+    hooks,
     DefaultTrainer,
     SimpleTrainer,
     TrainerBase,
@@ -29,8 +31,8 @@ from detectron2.engine import (
 )
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import LVISEvaluator, verify_results
-from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils import comm
+from detectron2.utils.events import EventStorage
 from detectron2.utils.logger import setup_logger
 
 try:
@@ -39,6 +41,7 @@ except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "projects", "MobileInst"))
 from mobileinst import add_mobileinst_config  # noqa: E402
 from mobileinst.data import build_test_mapper, build_train_mapper, is_video_dataset  # noqa: E402
+from mobileinst.engine import ModelEMA, ProgressBar, TimeBudget, build_optimizer, scaled_steps  # noqa: E402
 from mobileinst.evaluation import MobileInstCOCOEvaluator, YTVISEvaluator  # noqa: E402
 
 
@@ -99,23 +102,56 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_optimizer(cls, cfg, model):
-        multiplier = cfg.SOLVER.BACKBONE_MULTIPLIER
-        params = get_default_optimizer_params(
-            model,
-            base_lr=cfg.SOLVER.BASE_LR,
-            weight_decay=cfg.SOLVER.WEIGHT_DECAY,
-            weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
-            lr_factor_func=lambda name: multiplier if name.startswith("backbone.") else 1.0,
-            overrides={"query_feat": {"weight_decay": 0.0}, "query_pos": {"weight_decay": 0.0}},
-        )
-        name = cfg.SOLVER.OPTIMIZER.upper()
-        if name == "ADAMW":
-            opt = maybe_add_gradient_clipping(cfg, torch.optim.AdamW)
-            return opt(params, cfg.SOLVER.BASE_LR, amsgrad=cfg.SOLVER.AMSGRAD)
-        if name == "SGD":
-            opt = maybe_add_gradient_clipping(cfg, torch.optim.SGD)
-            return opt(params, cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM, nesterov=cfg.SOLVER.NESTEROV)
-        raise ValueError(f"SOLVER.OPTIMIZER={cfg.SOLVER.OPTIMIZER!r}: expected 'ADAMW' or 'SGD'")
+        return build_optimizer(cfg, model)
+
+    def build_hooks(self):
+        """detectron2's hooks, plus SOLVER.EMA, SOLVER.TIME_BUDGET and SOLVER.PROGRESS_BAR.
+
+        The EMA hook comes before the checkpointer (model_final holds the averaged
+        weights); the time budget after the LR scheduler (it replaces the schedule)."""
+        ret = super().build_hooks()
+        s = self.cfg.SOLVER
+        if s.EMA.ENABLED:
+            at = next(i for i, h in enumerate(ret) if isinstance(h, hooks.PeriodicCheckpointer))
+            ret.insert(at, ModelEMA(s.EMA.DECAY))
+        if s.TIME_BUDGET > 0:
+            at = next(i for i, h in enumerate(ret) if isinstance(h, hooks.LRScheduler))
+            ret.insert(at + 1, TimeBudget(s.TIME_BUDGET, self._scheduler_for))
+        if s.PROGRESS_BAR:
+            ret.append(ProgressBar())
+        return ret
+
+    def _scheduler_for(self, max_iter):
+        """The configured LR schedule stretched to ``max_iter`` iterations."""
+        cfg = self.cfg.clone()
+        cfg.defrost()
+        cfg.SOLVER.STEPS = scaled_steps(cfg.SOLVER.STEPS, cfg.SOLVER.MAX_ITER, max_iter)
+        cfg.SOLVER.MAX_ITER = max_iter
+        return self.build_lr_scheduler(cfg, self.optimizer)
+
+    def train(self):
+        """DefaultTrainer.train, with a loop bound that a hook may change
+        (SOLVER.TIME_BUDGET sets ``max_iter`` once it has measured the speed)."""
+        logger = logging.getLogger("detectron2")
+        logger.info(f"Starting training from iteration {self.start_iter}")
+        self.iter = self.start_iter
+        with EventStorage(self.start_iter) as self.storage:
+            try:
+                self.before_train()
+                while self.iter < self.max_iter:
+                    self.before_step()
+                    self.run_step()
+                    self.after_step()
+                    self.iter += 1
+            except Exception:
+                logger.exception("Exception during training:")
+                raise
+            finally:
+                self.after_train()
+        if len(self.cfg.TEST.EXPECTED_RESULTS) and comm.is_main_process():
+            assert hasattr(self, "_last_eval_results"), "No evaluation results obtained during training!"
+            verify_results(self.cfg, self._last_eval_results)
+            return self._last_eval_results
 
 
 def setup(args):

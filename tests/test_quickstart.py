@@ -2,6 +2,7 @@
 import os
 import sys
 
+import pytest
 from conftest import ROOT
 
 if os.path.join(ROOT, "tools") not in sys.path:
@@ -29,7 +30,23 @@ def test_defaults_keep_the_configs_device(tmp_path):
     image, video = quickstart.image_config(args), quickstart.video_config(args, "w.pth")
     assert image.MODEL.DEVICE == video.MODEL.DEVICE == "cpu"
     assert image.DATALOADER.NUM_WORKERS == video.DATALOADER.NUM_WORKERS == 1
+    # the schedules' shapes are the configs'; their lengths come from the 20-minute budget
     assert image.SOLVER.MAX_ITER == 1800 and video.SOLVER.MAX_ITER == 600
+    assert image.SOLVER.TIME_BUDGET == 15 * 60 and video.SOLVER.TIME_BUDGET == 5 * 60
+
+
+def test_budget_split_and_fixed_schedules(tmp_path):
+    args = quickstart.parse_args(["--output", str(tmp_path), "--budget-min", "8", "--video-share", "0.5"])
+    assert quickstart.image_config(args).SOLVER.TIME_BUDGET == quickstart.video_config(args, "w").SOLVER.TIME_BUDGET == 240
+    args = quickstart.parse_args(["--output", str(tmp_path), "--budget-min", "8", "--no-video"])
+    assert quickstart.image_config(args).SOLVER.TIME_BUDGET == 480
+    # a fixed schedule switches the budget off for that part only
+    args = quickstart.parse_args(["--output", str(tmp_path), "--max-iter", "30"])
+    assert quickstart.image_config(args).SOLVER.TIME_BUDGET == 0 and quickstart.image_config(args).SOLVER.MAX_ITER == 30
+    assert quickstart.video_config(args, "w").SOLVER.TIME_BUDGET == 300
+    for bad in (["--video-share", "1.0"], ["--budget-min", "-1"]):
+        with pytest.raises(SystemExit):
+            quickstart.parse_args(["--output", str(tmp_path)] + bad)
 
 
 def test_short_schedules_get_distinct_steps(tmp_path):

@@ -9,10 +9,15 @@ given short side and thread count. Random weights are fine for timing.
 
     python tools/benchmark.py --config-file configs/coco/MobileInst_TopFormer_base_640.yaml --threads 1
     python tools/benchmark.py ... --video --frames 30        # per-frame latency for T = 1, 3, 5
+    python tools/benchmark.py --train --config-file configs/synthetic/MobileInst_TopFormer_tiny_synthetic.yaml \
+        --threads 2 [--variant "KEY VALUE ..."]            # training throughput (variants interleaved)
+
+Every run records the machine: its CPU and its measured sgemm GFLOP/s on 1
+thread and on --threads (``mobileinst.utils.machine``); compare figures of
+different runs only as ratios to it.
 """
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -33,8 +38,12 @@ from detectron2.utils.analysis import flop_count_operators  # noqa: E402
 from mobileinst.config import load_mobileinst_config  # noqa: E402
 from mobileinst.postprocess import score_queries  # noqa: E402
 from mobileinst.utils.fuse import fuse_conv_bn  # noqa: E402
+from mobileinst.utils.machine import machine_info  # noqa: E402
 from mobileinst.video.tracker import VideoTracker  # noqa: E402
 from mobileinst_runtime.files import atomic_write_json  # noqa: E402
+
+
+MACHINE = {}  # machine_info() of this run
 
 
 def image_size_for(short_side: int, aspect: float = 4 / 3, max_size: int = 0):
@@ -231,6 +240,66 @@ def synthetic_frames(n, h, w, seed=0):
     return frames
 
 
+def bench_training(args):
+    """Training throughput of the config (and of each --variant, interleaved step
+    by step so that the machine's load affects all alike): median seconds per
+    iteration and per phase, images per second, GFLOP per iteration (3x the
+    forward pass's, on a batch at the mean training size) and the achieved
+    GFLOP/s as a share of the machine's sgemm on the same threads."""
+
+    from detectron2.utils.events import EventStorage
+
+    sys.path.insert(0, ROOT)
+    from train_net import Trainer
+
+    from mobileinst.engine.step_profile import PHASES, StepProfiler
+
+    runs = []
+    for variant in [""] + list(args.variant):
+        cfg = load_mobileinst_config(args.config_file, list(args.opts) + variant.split(), device="cpu")
+        torch.manual_seed(0)
+        model = Trainer.build_model(cfg)
+        optimizer = Trainer.build_optimizer(cfg, model)
+        loader = iter(Trainer.build_train_loader(cfg))
+        sizes = cfg.INPUT.MIN_SIZE_TRAIN
+        side = int(round(sum(sizes) / len(sizes)))
+        image = torch.as_tensor(np.random.RandomState(0).randint(0, 255, (3, side, side), dtype=np.uint8))
+        model.eval()
+        fwd = gflops(model, [{"image": image}] * cfg.SOLVER.IMS_PER_BATCH)
+        runs.append({"variant": variant or "(config)", "cfg": cfg, "batch": cfg.SOLVER.IMS_PER_BATCH,
+                     "gflop_per_iter": 3 * fwd, "profiler": StepProfiler(model, optimizer, loader), "steps": []})
+    with EventStorage():
+        for i in range(args.warmup + args.runs):
+            for r in runs:
+                t = r["profiler"].step()
+                if i >= args.warmup:
+                    r["steps"].append(t)
+    t = torch.get_num_threads()
+    peak = MACHINE[f"sgemm_gflops_{t}_threads" if t > 1 else "sgemm_gflops_1_thread"]
+    out = []
+    for r in runs:
+        med = {k: statistics.median(s[k] for s in r["steps"]) for k in PHASES + ("total",)}
+        res = {"variant": r["variant"], "ims_per_batch": r["batch"], "s_per_iter": round(med["total"], 4),
+               "images_per_s": round(r["batch"] / med["total"], 2),
+               "gflop_per_iter": round(r["gflop_per_iter"], 2),
+               "gflops_per_s": round(r["gflop_per_iter"] / med["total"], 2),
+               "phases_ms": {k: round(med[k] * 1000, 1) for k in PHASES},
+               "last_loss": round(r["steps"][-1]["loss_value"], 4)}
+        res["share_of_sgemm_peak"] = round(res["gflops_per_s"] / peak, 4)
+        out.append(res)
+    return {"config": os.path.relpath(args.config_file, ROOT), "threads": torch.get_num_threads(),
+            "sgemm_peak_gflops": peak, "runs": out, "steps_timed": args.runs}
+
+
+def print_training(report):
+    print(f"training step, {report['threads']} threads, machine sgemm peak {report['sgemm_peak_gflops']} GFLOP/s")
+    print(f"{'variant':<48}{'s/iter':>8}{'img/s':>7}{'GFLOP':>7}{'GFLOP/s':>9}{'peak':>7}  phases (ms)")
+    for r in report["runs"]:
+        phases = " ".join(f"{k} {v:.0f}" for k, v in r["phases_ms"].items())
+        print(f"{r['variant'][:48]:<48}{r['s_per_iter']:>8.3f}{r['images_per_s']:>7.1f}{r['gflop_per_iter']:>7.1f}"
+              f"{r['gflops_per_s']:>9.1f}{r['share_of_sgemm_peak'] * 100:>6.1f}%  {phases}")
+
+
 def set_threads(n: int):
     """Threads for torch and for OpenCV (mask resizing), so that a 1-thread
     figure uses one core end to end."""
@@ -263,15 +332,25 @@ def main(argv=None):
                         help="also export and time ONNX Runtime fp32 and int8 (image, and video for --intervals)")
     parser.add_argument("--all-threads", action="store_true",
                         help="time PyTorch and ONNX Runtime at --threads and at all cores")
+    parser.add_argument("--train", action="store_true",
+                        help="time training steps of --config-file instead of inference (see bench_training)")
+    parser.add_argument("--variant", action="append", default=[], metavar='"KEY VALUE ..."',
+                        help="--train: a variant of the config, timed interleaved with it; repeatable")
     parser.add_argument("--output", default="output/benchmark/benchmark.json")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="MobileInst config overrides KEY VALUE ...")
     args = parser.parse_args(argv)
 
     set_threads(args.threads or os.cpu_count())
+    MACHINE.update(machine_info())
+    if args.train:
+        report = {"machine": dict(MACHINE), "training": bench_training(args)}
+        print_training(report["training"])
+        atomic_write_json(args.output, report, indent=2)
+        print(f"wrote {args.output}")
+        return report
     h, w = image_size_for(args.short_side, max_size=args.max_size)
     image = torch.as_tensor(np.random.RandomState(0).randint(0, 255, (3, h, w), dtype=np.uint8))
-    report = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                          "threads": torch.get_num_threads(), "torch": torch.__version__}}
+    report = {"machine": dict(MACHINE)}
     report["mobileinst"], model, raw_model = bench_mobileinst(args, image)
     frames = synthetic_frames(args.frames, h, w) if (args.video or args.onnx) else None
     if args.video:
@@ -296,7 +375,9 @@ def main(argv=None):
             report["mask_rcnn_r50_fpn"]["latency_ms"] / report["mobileinst"]["latency_ms"], 2)
 
     mi = report["mobileinst"]
-    print(f"threads {report['machine']['threads']}")
+    m = report["machine"]
+    print(f"{m['cpu']}, threads {m['threads']}, sgemm " + ", ".join(
+        f"{k[len('sgemm_gflops_'):]} {v}" for k, v in m.items() if k.startswith("sgemm_gflops_")) + " GFLOP/s")
     print(f"{'model':<34}{'input':>12}{'params M':>10}{'GFLOPs':>9}{'ms':>10}{'GFLOP/s':>9}")
     rows = [("MobileInst " + os.path.basename(args.config_file), mi)]
     if "mask_rcnn_r50_fpn" in report:

@@ -6,7 +6,17 @@
 2. train a small MobileInst (configs/synthetic) with the stock trainer;
 3. evaluate it with detectron2's COCOEvaluator on synthetic_coco_val;
 4. save visualised predictions under <output>/vis/;
-5. write the figures to <output>/metrics.json (atomically).
+5. fine-tune it on synthetic videos with temporal query passing, then video AP,
+   identity switches and an annotated video;
+6. write the figures to <output>/metrics.json (atomically).
+
+Training has a wall-clock budget (``--budget-min``, 20 minutes for both parts
+together; ``--video-share`` of it for the video part): each part measures its
+iteration speed after the first iterations and sets its schedule to what fits
+(SOLVER.TIME_BUDGET), so a slow machine ends on time and a fast one trains
+longer. ``--max-iter`` / ``--video-max-iter`` give fixed schedules instead.
+metrics.json records the machine (its measured sgemm GFLOP/s), the budget,
+the iterations done and the training throughput.
 """
 import argparse
 import logging
@@ -33,16 +43,19 @@ from detectron2.utils.visualizer import ColorMode, Visualizer  # noqa: E402
 
 from mobileinst import add_mobileinst_config  # noqa: E402
 from mobileinst.data.synthetic import generate_all  # noqa: E402
+from mobileinst.engine import TimeBudget  # noqa: E402
+from mobileinst.utils.machine import machine_info  # noqa: E402
 from mobileinst_runtime.files import atomic_write_json  # noqa: E402
 from train_net import Trainer  # noqa: E402
 
 logger = logging.getLogger("mobileinst.quickstart")
 
 
-def _part_config(args, config_file, part, max_iter, step_fractions, opts, weights=None):
+def _part_config(args, config_file, part, max_iter, step_fractions, opts, weights=None, budget_s=0.0):
     """The config of one part (``part``: "image" or "video"): its file, output
     <output>/<part>, ``weights``, ``max_iter`` with LR steps at ``step_fractions``
-    of it, --device and --num-workers, then the ``opts`` overrides."""
+    of it (or else a time budget of ``budget_s`` seconds), --device and
+    --num-workers, then the ``opts`` overrides."""
     cfg = get_cfg()
     add_mobileinst_config(cfg)
     cfg.merge_from_file(config_file)
@@ -52,6 +65,9 @@ def _part_config(args, config_file, part, max_iter, step_fractions, opts, weight
     if max_iter:
         cfg.SOLVER.MAX_ITER = max_iter
         cfg.SOLVER.STEPS = _steps(max_iter, step_fractions)
+    else:
+        cfg.SOLVER.TIME_BUDGET = float(budget_s)
+    cfg.SOLVER.PROGRESS_BAR = True
     if args.device:
         cfg.MODEL.DEVICE = args.device
     if args.num_workers is not None:
@@ -61,13 +77,53 @@ def _part_config(args, config_file, part, max_iter, step_fractions, opts, weight
     return cfg
 
 
+def budget_seconds(args, part):
+    """Training seconds of ``part`` under --budget-min and --video-share."""
+    share = args.video_share if part == "video" else (1.0 if args.no_video else 1.0 - args.video_share)
+    return 60.0 * args.budget_min * share
+
+
 def image_config(args):
-    return _part_config(args, args.config_file, "image", args.max_iter, (0.8, 0.93), args.opts)
+    return _part_config(args, args.config_file, "image", args.max_iter, (0.8, 0.93), args.opts,
+                        budget_s=budget_seconds(args, "image"))
 
 
 def video_config(args, image_weights):
     return _part_config(args, args.video_config_file, "video", args.video_max_iter, (0.85,),
-                        [x for pair in args.video_opt for x in pair], weights=image_weights)
+                        [x for pair in args.video_opt for x in pair], weights=image_weights,
+                        budget_s=budget_seconds(args, "video"))
+
+
+def train(cfg):
+    """Train with the stock trainer; returns (trainer, the model, what the
+    training record says: budget, iterations done, seconds per iteration,
+    images per second)."""
+    start = time.perf_counter()
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    train_time = time.perf_counter() - start
+    model = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
+    done = trainer.iter - trainer.start_iter
+    timer = next((h for h in trainer._hooks if isinstance(h, TimeBudget)), None)
+    spi = timer.seconds_per_iter if timer is not None and timer.seconds_per_iter else train_time / max(done, 1)
+    record = {
+        "budget_s": cfg.SOLVER.TIME_BUDGET or None,
+        "iterations": done,
+        "ims_per_batch": cfg.SOLVER.IMS_PER_BATCH,
+        "train_time_s": round(train_time, 1),
+        "s_per_iter": round(spi, 4),
+        "images_per_s": round(cfg.SOLVER.IMS_PER_BATCH / spi, 2),
+        "ema": cfg.SOLVER.EMA.ENABLED,
+    }
+    return trainer, model, record
+
+
+def evaluate(cfg, trainer, model):
+    """The results of the evaluation that ran when training ended (detectron2's
+    EvalHook), or a new one."""
+    results = getattr(trainer, "_last_eval_results", None)
+    return results if results else Trainer.test(cfg, model)
 
 
 def _steps(max_iter, fractions):
@@ -97,17 +153,14 @@ def save_visualizations(cfg, out_dir, num=8, score_threshold=0.25):
 def run_image_part(args, metrics):
     cfg = image_config(args)
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-    logger.info(f"[2/4] training {cfg.SOLVER.MAX_ITER} iterations on {cfg.DATASETS.TRAIN} "
+    schedule = (f"{cfg.SOLVER.TIME_BUDGET / 60:.1f} minutes" if cfg.SOLVER.TIME_BUDGET
+                else f"{cfg.SOLVER.MAX_ITER} iterations")
+    logger.info(f"[2/4] training for {schedule} on {cfg.DATASETS.TRAIN} "
                 f"(batch {cfg.SOLVER.IMS_PER_BATCH}, {torch.get_num_threads()} threads)")
-    start = time.perf_counter()
-    trainer = Trainer(cfg)
-    trainer.resume_or_load(resume=False)
-    trainer.train()
-    train_time = time.perf_counter() - start
+    trainer, model, record = train(cfg)
     logger.info(f"[3/4] evaluating on {cfg.DATASETS.TEST} with COCOEvaluator")
     start = time.perf_counter()
-    model = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
-    results = Trainer.test(cfg, model)
+    results = evaluate(cfg, trainer, model)
     eval_time = time.perf_counter() - start
     final = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
     DetectionCheckpointer(model, cfg.OUTPUT_DIR).save("model_final")
@@ -124,11 +177,9 @@ def run_image_part(args, metrics):
         model.nms_sigma = cfg.MODEL.MOBILEINST.INFERENCE.NMS_SIGMA
     metrics["image"] = {
         "config": os.path.relpath(args.config_file, ROOT),
-        "iterations": cfg.SOLVER.MAX_ITER,
-        "ims_per_batch": cfg.SOLVER.IMS_PER_BATCH,
+        **record,
         "device": cfg.MODEL.DEVICE,
         "amp": cfg.SOLVER.AMP.ENABLED,
-        "train_time_s": round(train_time, 1),
         "eval_time_s": round(eval_time, 1),
         "weights": os.path.relpath(final, ROOT),
         "visualizations": os.path.relpath(vis_dir, ROOT),
@@ -173,18 +224,15 @@ def run_video_part(args, metrics, image_weights):
 
     cfg = video_config(args, image_weights)
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-    logger.info(f"[video 1/3] query-passing training {cfg.SOLVER.MAX_ITER} iterations on {cfg.DATASETS.TRAIN}")
-    start = time.perf_counter()
-    trainer = Trainer(cfg)
-    trainer.resume_or_load(resume=False)
-    trainer.train()
-    train_time = time.perf_counter() - start
-    model = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
+    schedule = (f"{cfg.SOLVER.TIME_BUDGET / 60:.1f} minutes" if cfg.SOLVER.TIME_BUDGET
+                else f"{cfg.SOLVER.MAX_ITER} iterations")
+    logger.info(f"[video 1/3] query-passing training for {schedule} on {cfg.DATASETS.TRAIN}")
+    trainer, model, record = train(cfg)
     model.eval()
     DetectionCheckpointer(model, cfg.OUTPUT_DIR).save("model_final")
     logger.info(f"[video 2/3] video AP on {cfg.DATASETS.TEST} (YouTube-VIS protocol), identity switches")
     start = time.perf_counter()
-    results = Trainer.test(cfg, model)
+    results = evaluate(cfg, trainer, model)
     eval_time = time.perf_counter() - start
     name = cfg.DATASETS.TEST[0]
     switches = {f"{k}_association": count_switches(cfg, model, name, a) for k, a in (("with", True), ("without", False))}
@@ -201,8 +249,7 @@ def run_video_part(args, metrics, image_weights):
     metrics["ytvis"].update({
         "id_switches": switches,
         "config": os.path.relpath(args.video_config_file, ROOT),
-        "iterations": cfg.SOLVER.MAX_ITER,
-        "train_time_s": round(train_time, 1),
+        **record,
         "eval_time_s": round(eval_time, 1),
         "reuse_interval": cfg.MODEL.MOBILEINST.VIDEO.REUSE_INTERVAL,
         "annotated_video": os.path.relpath(video_path, ROOT),
@@ -214,10 +261,13 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", default="output/quickstart")
     parser.add_argument("--config-file", default=os.path.join(ROOT, "configs/synthetic/MobileInst_TopFormer_tiny_synthetic.yaml"))
-    parser.add_argument("--max-iter", type=int, default=0, help="override SOLVER.MAX_ITER")
+    parser.add_argument("--budget-min", type=float, default=20.0,
+                        help="minutes of training, image and video parts together (0: the configs' schedules)")
+    parser.add_argument("--video-share", type=float, default=0.25, help="the video part's share of --budget-min")
+    parser.add_argument("--max-iter", type=int, default=0, help="a fixed image schedule instead of the budget")
     parser.add_argument("--video-config-file",
                         default=os.path.join(ROOT, "configs/synthetic/MobileInst_TopFormer_tiny_synthetic_ytvis.yaml"))
-    parser.add_argument("--video-max-iter", type=int, default=0, help="override the video SOLVER.MAX_ITER")
+    parser.add_argument("--video-max-iter", type=int, default=0, help="a fixed video schedule instead of the budget")
     parser.add_argument("--no-video", action="store_true", help="skip the video part")
     parser.add_argument("--seed", type=int, default=0, help="synthetic data seed")
     parser.add_argument("--device", default="", help="MODEL.DEVICE of both parts, e.g. cuda (default: the configs', cpu)")
@@ -225,7 +275,12 @@ def parse_args(argv=None):
     parser.add_argument("--video-opt", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
                         help="a config override of the video part; repeat it for more (before the image part's opts)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides of the image part, KEY VALUE ...")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.budget_min < 0:
+        parser.error(f"--budget-min {args.budget_min}: expected minutes >= 0")
+    if not 0.0 <= args.video_share < 1.0:
+        parser.error(f"--video-share {args.video_share}: expected a fraction in [0, 1)")
+    return args
 
 
 def main(argv=None):
@@ -239,7 +294,7 @@ def main(argv=None):
     logger.info(f"[1/4] synthetic data under {root}")
     generate_all(root, seed=args.seed, log=logger.info)
 
-    metrics = {"torch_threads": torch.get_num_threads()}
+    metrics = {"machine": machine_info(), "budget_min": args.budget_min or None}
     path = os.path.join(args.output, "metrics.json")
     eval_cfg = run_image_part(args, metrics)
     atomic_write_json(path, metrics, indent=2)
@@ -248,6 +303,9 @@ def main(argv=None):
     metrics["total_time_s"] = round(time.perf_counter() - t0, 1)
     atomic_write_json(path, metrics, indent=2)
     segm = metrics["coco"].get("segm", {})
+    m, im = metrics["machine"], metrics["image"]
+    logger.info(f"machine: {m['cpu']}, sgemm {m['sgemm_gflops_1_thread']} GFLOP/s on 1 thread; image part "
+                f"{im['iterations']} iterations in {im['train_time_s'] / 60:.1f} min ({im['images_per_s']} images/s)")
     logger.info(f"synthetic val mask AP {segm.get('AP', float('nan')):.1f} "
                 f"(AP50 {segm.get('AP50', float('nan')):.1f}); metrics in {path}")
     if "ytvis" in metrics:

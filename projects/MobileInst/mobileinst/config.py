@@ -185,3 +185,15 @@ def add_mobileinst_config(cfg):
     cfg.SOLVER.OPTIMIZER = "ADAMW"
     cfg.SOLVER.BACKBONE_MULTIPLIER = 1.0
     cfg.SOLVER.AMSGRAD = False
+    # Exponential moving average of the weights (mobileinst.engine.ModelEMA),
+    # copied into the model when training ends: model_final.pth and the final
+    # evaluation use the averaged weights. DECAY warms up as (1 + n) / (10 + n).
+    cfg.SOLVER.EMA = CN()
+    cfg.SOLVER.EMA.ENABLED = False
+    cfg.SOLVER.EMA.DECAY = 0.999
+    # Seconds of training (0 = off): after the first iterations the measured
+    # speed sets MAX_ITER to the iterations that fit, and STEPS keep their
+    # fractions of the config's MAX_ITER (mobileinst.engine.TimeBudget).
+    cfg.SOLVER.TIME_BUDGET = 0.0
+    # A tqdm progress bar with the ETA on the main process.
+    cfg.SOLVER.PROGRESS_BAR = False
