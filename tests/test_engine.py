@@ -139,17 +139,40 @@ def test_time_budget_sets_the_schedule_from_the_measured_speed(synthetic_root, m
     assert lrs[28] == pytest.approx(base * 0.1) and lrs[29] == pytest.approx(base * 0.01)
 
 
-class _Tick(engine_hooks.HookBase):
-    """Advances the fake clock by one second per iteration and records the LR used."""
+def test_time_budget_refits_the_schedule_when_the_speed_changes(synthetic_root, monkeypatch):
+    from train_net import Trainer
 
-    def __init__(self, clock, lrs):
-        self.clock, self.lrs = clock, lrs
+    clock = _Clock()
+    monkeypatch.setattr(engine_hooks, "time", clock)
+    cfg = small_cfg("SOLVER.MAX_ITER", "1000", "SOLVER.STEPS", "(900,)", "SOLVER.TIME_BUDGET", "100.0",
+                    "SOLVER.IMS_PER_BATCH", "1", "MODEL.MOBILEINST.DECODER.NUM_QUERIES", "4",
+                    "TEST.EVAL_PERIOD", "0")
+    cfg.OUTPUT_DIR = str(synthetic_root) + "/budget_out2"
+    trainer = Trainer(cfg)
+    budget = next(h for h in trainer._hooks if isinstance(h, engine_hooks.TimeBudget))
+    budget.recheck = 10
+    tick = _Tick(clock, [], slow_from=25)
+    tick.trainer = weakref.proxy(trainer)
+    trainer._hooks.insert(0, tick)
+    trainer.train()
+    # iteration 24: 1 s per iteration, 75 s left -> 100 iterations; then 2 s per iteration:
+    # iteration 34: (45 - 5) / 30 s per iteration, 55 s left -> 35 + 41 = 76; iteration 44 is
+    # past half of 76, so the schedule stays
+    assert trainer.max_iter == 76 and trainer.iter == 76
+
+
+class _Tick(engine_hooks.HookBase):
+    """Advances the fake clock by one second per iteration (two from ``slow_from``)
+    and records the LR used."""
+
+    def __init__(self, clock, lrs, slow_from=10 ** 9):
+        self.clock, self.lrs, self.slow_from = clock, lrs, slow_from
 
     def before_step(self):
         self.lrs.append(self.trainer.optimizer.param_groups[0]["lr"])
 
     def after_step(self):
-        self.clock.now += 1.0
+        self.clock.now += 1.0 if self.trainer.iter < self.slow_from else 2.0
 
 
 def test_step_profiler_times_every_phase(synthetic_root):

@@ -167,6 +167,17 @@ def test_mask_decoder_uses_coordinates():
     torch.testing.assert_close(with_coords - without, expected[None], atol=1e-5, rtol=1e-5)
 
 
+def test_mask_decoder_projection_equals_the_conv_on_the_concatenation():
+    """project() adds the coordinates' share of the 1x1 conv once per batch:
+    the same X_mask as the conv on [out, coords] for every image of a batch."""
+    torch.manual_seed(0)
+    shapes = {k: ShapeSpec(channels=4, stride=s) for k, s in zip(["x3", "x4", "x5", "x6"], [8, 16, 32, 64])}
+    dec = SemanticEnhancedMaskDecoder(input_shape=shapes, in_features=list(shapes), channels=8, kernel_dim=4)
+    out = torch.randn(3, 8, 5, 7)
+    expected = dec.output(torch.cat([out, coordinate_features(out)], dim=1))
+    torch.testing.assert_close(dec.project(out), expected, atol=1e-5, rtol=1e-5)
+
+
 # --------------------------------------------------------------------------- instance decoder
 
 N, C, D, KD, HID, HEADS, GC = 7, 5, 32, 16, 32, 4, 24

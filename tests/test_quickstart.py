@@ -29,7 +29,7 @@ def test_defaults_keep_the_configs_device(tmp_path):
     args = quickstart.parse_args(["--output", str(tmp_path)])
     image, video = quickstart.image_config(args), quickstart.video_config(args, "w.pth")
     assert image.MODEL.DEVICE == video.MODEL.DEVICE == "cpu"
-    assert image.DATALOADER.NUM_WORKERS == video.DATALOADER.NUM_WORKERS == 1
+    assert image.DATALOADER.NUM_WORKERS == video.DATALOADER.NUM_WORKERS == 0
     # the schedules' shapes are the configs'; their lengths come from the 20-minute budget
     assert image.SOLVER.MAX_ITER == 1800 and video.SOLVER.MAX_ITER == 600
     assert image.SOLVER.TIME_BUDGET == 15 * 60 and video.SOLVER.TIME_BUDGET == 5 * 60

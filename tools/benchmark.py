@@ -243,9 +243,10 @@ def synthetic_frames(n, h, w, seed=0):
 def bench_training(args):
     """Training throughput of the config (and of each --variant, interleaved step
     by step so that the machine's load affects all alike): median seconds per
-    iteration and per phase, images per second, GFLOP per iteration (3x the
-    forward pass's, on a batch at the mean training size) and the achieved
-    GFLOP/s as a share of the machine's sgemm on the same threads."""
+    iteration and per phase, images per second, GFLOP per iteration (forward
+    and backward: 3x the forward pass's multiply-adds x 2 FLOPs, on a batch at
+    the mean training size; fvcore counts a multiply-add as one "flop") and
+    the achieved GFLOP/s as a share of the machine's sgemm on the same threads."""
 
     from detectron2.utils.events import EventStorage
 
@@ -267,7 +268,7 @@ def bench_training(args):
         model.eval()
         fwd = gflops(model, [{"image": image}] * cfg.SOLVER.IMS_PER_BATCH)
         runs.append({"variant": variant or "(config)", "cfg": cfg, "batch": cfg.SOLVER.IMS_PER_BATCH,
-                     "gflop_per_iter": 3 * fwd, "profiler": StepProfiler(model, optimizer, loader), "steps": []})
+                     "gflop_per_iter": 2 * 3 * fwd, "profiler": StepProfiler(model, optimizer, loader), "steps": []})
     with EventStorage():
         for i in range(args.warmup + args.runs):
             for r in runs:

@@ -143,6 +143,16 @@ class SemanticEnhancedMaskDecoder(nn.Module):
         if self.high_res_feature is not None:
             l2 = self.lateral_high_res(features[self.high_res_feature])
             out = self.high_res_conv(l2 + _resize(out, l2))
-        if self.coord_features:
-            out = torch.cat([out, coordinate_features(out)], dim=1)
-        return self.output(out)
+        return self.project(out)
+
+    def project(self, out: torch.Tensor) -> torch.Tensor:
+        """X_mask = 1x1 conv([out, coords]). The coordinates are the same for every
+        image, so their share of the conv is computed once, on one (2, h, w) map,
+        and added: the same function as the conv on the concatenation (whose
+        weight it shares), without a (B, C + 2, h, w) copy of ``out``."""
+        if not self.coord_features:
+            return self.output(out)
+        c = out.shape[1]
+        w, b = self.output.weight, self.output.bias
+        coords = coordinate_features(out[:1])
+        return F.conv2d(out, w[:, :c], b) + F.conv2d(coords, w[:, c:])

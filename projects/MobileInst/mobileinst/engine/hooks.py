@@ -88,45 +88,51 @@ class TimeBudget(HookBase):
 
     After ``skip`` iterations (allocator and thread-pool warm-up) the next
     ``measure`` iterations are timed; ``max_iter`` becomes the iterations that
-    the rest of the budget buys at that speed (at most ``max_iter_cap``; at
-    least the iterations already done plus one), and the LR schedule is
-    rebuilt from ``build_scheduler(max_iter)`` with the LR steps at the same
-    fractions. All processes take the main process's decision.
+    the rest of the budget buys at that speed (at most ``max_iter_cap``), and
+    the LR schedule is rebuilt from ``build_scheduler(max_iter)``. Every
+    ``recheck`` iterations until half the schedule (before any LR step) the
+    speed is measured again over all timed iterations and the schedule is
+    refitted, so that a busy moment at the start does not set it alone. All
+    processes take the main process's decision.
     """
 
     def __init__(self, budget_s: float, build_scheduler, skip: int = 5, measure: int = 20,
-                 max_iter_cap: int = 10 ** 9):
+                 recheck: int = 100, max_iter_cap: int = 10 ** 9):
         if budget_s <= 0:
             raise ValueError(f"SOLVER.TIME_BUDGET={budget_s}: expected seconds > 0")
         self.budget_s = float(budget_s)
         self.build_scheduler = build_scheduler
         self.skip = int(skip)
         self.measure = max(1, int(measure))
+        self.recheck = max(1, int(recheck))
         self.max_iter_cap = int(max_iter_cap)
         self.seconds_per_iter = None
         self._t0 = self._tm = None
 
     def before_train(self):
         self._t0 = time.perf_counter()
-        self._decided = False
 
     def before_step(self):
         if self.trainer.iter == self.trainer.start_iter + self.skip:
             self._tm = time.perf_counter()
 
     def after_step(self):
-        if self._decided or self.trainer.iter + 1 != self.trainer.start_iter + self.skip + self.measure:
+        timed = self.trainer.iter + 1 - (self.trainer.start_iter + self.skip)
+        first = timed == self.measure
+        again = timed > self.measure and (timed - self.measure) % self.recheck == 0 \
+            and 2 * (self.trainer.iter + 1) < self.trainer.max_iter
+        if not (first or again):
             return
         now = time.perf_counter()
-        spi = (now - self._tm) / self.measure
+        spi = (now - self._tm) / timed
         left = self.budget_s - (now - self._t0)
         new_max = min(self.max_iter_cap, self.trainer.iter + 1 + max(1, int(left / spi)))
         new_max, spi = comm.all_gather((new_max, spi))[0]
-        self._decided = True
         self.seconds_per_iter = spi
-        self.set_max_iter(new_max)
-        logger.info(f"SOLVER.TIME_BUDGET {self.budget_s:.0f} s: {spi:.3f} s per iteration -> "
-                    f"{new_max} iterations")
+        if new_max != self.trainer.max_iter:
+            self.set_max_iter(new_max)
+            logger.info(f"SOLVER.TIME_BUDGET {self.budget_s:.0f} s: {spi:.3f} s per iteration -> "
+                        f"{new_max} iterations")
 
     def set_max_iter(self, max_iter: int):
         """New schedule length: the loop bound, the LR schedule, the final checkpoint."""
