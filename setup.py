@@ -27,6 +27,8 @@ install_requires = [
     "pycocotools>=2.0.2",
     "scipy",
     "lvis",
+    "motmetrics==1.4.0",  # tracking metrics (mobileinst.evaluation.mot_metrics)
+    "pandas<3",  # motmetrics' dependency; tested with 2.3.3
     "tqdm",
     "setuptools<81",
 ]

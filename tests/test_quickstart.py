@@ -67,3 +67,71 @@ def test_video_opts_reach_the_video_part_only(tmp_path):
     args = quickstart.parse_args(["--output", str(tmp_path), "--video-max-iter", "100",
                                   "--video-opt", "SOLVER.STEPS", "(60,90)"])
     assert quickstart.video_config(args, "w.pth").SOLVER.STEPS == (60, 90)
+
+
+
+class _OracleTracker:
+    """Stands in for VideoTracker in :func:`quickstart.tracking_metrics`: the ground-truth
+    masks of the video, with their ids; without association the ids change from the middle
+    frame on. Each frame also holds a score-0.1 mask, below the 0.2 threshold."""
+
+    videos = []
+    calls = []
+
+    def __init__(self, association, output_size):
+        from mobileinst.evaluation.mot_metrics import ytvis_gt_tracks
+
+        self.video = self.videos[len(self.calls) // 2]  # with, then without association, per video
+        self.calls.append((self.video["video_id"], association))
+        assert tuple(output_size) == (self.video["height"], self.video["width"])
+        self.tracks = ytvis_gt_tracks(self.video)
+        self.association, self.t = association, 0
+
+    @classmethod
+    def from_model(cls, model, association, keep_results, output_size):
+        return cls(association, output_size)
+
+    def step(self, frame):
+        import numpy as np
+        import torch
+        from detectron2.structures import Instances
+
+        h, w = self.video["height"], self.video["width"]
+        present = [(i, m[self.t]) for i, m in self.tracks.items() if m[self.t] is not None]
+        shift = 1000 if not self.association and self.t >= self.video["length"] // 2 else 0
+        inst = Instances((h, w))
+        inst.pred_masks = torch.as_tensor(np.stack([m for _, m in present] + [np.ones((h, w), bool)]))
+        inst.track_ids = torch.tensor([i + shift for i, _ in present] + [99999])
+        inst.scores = torch.tensor([0.9] * len(present) + [0.1])
+        self.t += 1
+        return inst
+
+
+def test_tracking_metrics_on_oracle_tracks(synthetic_root, monkeypatch):
+    """make demo's tracking figures on the val videos, tracks given: perfect with association;
+    without it every object seen on both sides of the middle frame switches once."""
+    import mobileinst.video
+    from detectron2.data import DatasetCatalog
+
+    from conftest import small_cfg
+
+    name = "test_synthetic_ytvis_val"
+    videos = DatasetCatalog.get(name)
+    monkeypatch.setattr(_OracleTracker, "videos", videos)
+    monkeypatch.setattr(_OracleTracker, "calls", [])
+    monkeypatch.setattr(mobileinst.video, "VideoTracker", _OracleTracker)
+    out = quickstart.tracking_metrics(small_cfg("DATASETS.TEST", f"('{name}',)"), None, name)
+    assert _OracleTracker.calls == [(v["video_id"], a) for v in videos for a in (True, False)]  # once per setting
+    objects = sum(len(frame) for v in videos for frame in v["annotations"])
+    switches = sum(
+        any(a["id"] == i for f in v["annotations"][: v["length"] // 2] for a in f)
+        and any(a["id"] == i for f in v["annotations"][v["length"] // 2:] for a in f)
+        for v in videos for i in {a["id"] for f in v["annotations"] for a in f})
+    assert objects > 0 and switches > 0 and "score >= 0.2" in out["rule"]
+    perfect = out["with_association"]
+    assert perfect["num_objects"] == perfect["num_matches"] == perfect["num_predictions"] == objects
+    assert perfect["idf1"] == perfect["mota"] == 1.0 and perfect["num_switches"] == perfect["num_false_positives"] == 0
+    assert perfect["num_frames"] == sum(v["length"] for v in videos)
+    shifted = out["without_association"]
+    assert shifted["num_switches"] == switches and shifted["num_false_positives"] == shifted["num_misses"] == 0
+    assert shifted["mota"] == pytest.approx(1 - switches / objects) and shifted["idf1"] < 1.0

@@ -189,36 +189,37 @@ def run_image_part(args, metrics):
     return eval_cfg
 
 
-def _gt_tracks(video):
-    """Per GT track id: a bool mask (H, W) or None per frame."""
-    from detectron2.data import detection_utils as utils
-
-    ids = sorted({a["id"] for frame in video["annotations"] for a in frame})
-    tracks = {i: [None] * video["length"] for i in ids}
-    for t, frame in enumerate(video["annotations"]):
-        if frame:
-            inst = utils.annotations_to_instances(frame, (video["height"], video["width"]), mask_format="bitmask")
-            for a, m in zip(frame, inst.gt_masks.tensor):
-                tracks[a["id"]][t] = m.numpy()
-    return list(tracks.values())
+TRACKING_RULE = ("motmetrics on mask IoU: a prediction is a candidate for an object at IoU >= 0.5 "
+                 "(distance 1 - IoU, motp the mean distance); predictions with score >= {score}")
 
 
-def count_switches(cfg, model, dataset_name, association, score_threshold=0.2):
-    """Identity switches over a video set with/without kernel association."""
+def tracking_metrics(cfg, model, dataset_name, score_threshold=0.2):
+    """IDF1, MOTA, identity switches, ... (:mod:`mobileinst.evaluation.mot_metrics`)
+    over a video set, with and without kernel association.
+
+    The ground truth of a video is decoded once and the tracker runs on it once per setting.
+    Returns {"with_association": {metric: value}, "without_association": {...}, "rule": str}.
+    """
     from mobileinst.data.ytvis_mapper import YTVISTestMapper
-    from mobileinst.video import VideoTracker, count_id_switches
+    from mobileinst.evaluation.mot_metrics import accumulate_video, summarize_tracking, ytvis_gt_tracks
+    from mobileinst.video import VideoTracker
 
+    settings = {"with_association": True, "without_association": False}
     mapper = YTVISTestMapper(cfg)
-    total = 0
+    accumulators = {k: [] for k in settings}
     for video in DatasetCatalog.get(dataset_name):
-        inputs = mapper(video)
-        tracker = VideoTracker.from_model(model, association=association, keep_results=False,
-                                          output_size=(video["height"], video["width"]))
-        with torch.no_grad():
-            preds = [tracker.step(f) for f in inputs["image"]]
-        preds = [p[p.scores >= score_threshold] for p in preds]
-        total += count_id_switches(_gt_tracks(video), preds)
-    return total
+        frames = mapper(video)["image"]
+        gt = ytvis_gt_tracks(video)
+        for key, association in settings.items():
+            tracker = VideoTracker.from_model(model, association=association, keep_results=False,
+                                              output_size=(video["height"], video["width"]))
+            with torch.no_grad():
+                preds = [tracker.step(f) for f in frames]
+            preds = [p[p.scores >= score_threshold] for p in preds]
+            accumulators[key].append(accumulate_video(gt, preds, num_frames=len(frames)))
+    out = {k: summarize_tracking(accs) for k, accs in accumulators.items()}
+    out["rule"] = TRACKING_RULE.format(score=score_threshold)
+    return out
 
 
 def run_video_part(args, metrics, image_weights):
@@ -232,13 +233,12 @@ def run_video_part(args, metrics, image_weights):
     trainer, model, record = train(cfg)
     model.eval()
     DetectionCheckpointer(model, cfg.OUTPUT_DIR).save("model_final")
-    logger.info(f"[video 2/3] video AP on {cfg.DATASETS.TEST} (YouTube-VIS protocol), identity switches")
+    logger.info(f"[video 2/3] video AP on {cfg.DATASETS.TEST} (YouTube-VIS protocol), tracking metrics")
     start = time.perf_counter()
     results = evaluate(cfg, trainer, model)
     eval_time = time.perf_counter() - start
     name = cfg.DATASETS.TEST[0]
-    switches = {f"{k}_association": count_switches(cfg, model, name, a) for k, a in (("with", True), ("without", False))}
-    switches["rule"] = "CLEAR-MOT, mask IoU >= 0.5, predictions with score >= 0.2"
+    tracking = tracking_metrics(cfg, model, name)
     logger.info("[video 3/3] annotated video of the first val video")
     eval_cfg = cfg.clone()
     eval_cfg.defrost()
@@ -249,7 +249,7 @@ def run_video_part(args, metrics, image_weights):
                                          os.path.join(args.output, "video_demo"), score_threshold=0.2, fps=5)
     metrics["ytvis"] = dict(results.get("ytvis", {}))
     metrics["ytvis"].update({
-        "id_switches": switches,
+        "tracking": tracking,
         "config": os.path.relpath(args.video_config_file, ROOT),
         **record,
         "eval_time_s": round(eval_time, 1),
@@ -257,6 +257,11 @@ def run_video_part(args, metrics, image_weights):
         "annotated_video": os.path.relpath(video_path, ROOT),
         "results_json": os.path.relpath(json_path, ROOT),
     })
+
+
+def _pct(x):
+    """A ratio as a percentage for the log; "n/a" where undefined (None)."""
+    return "n/a" if x is None else f"{100 * x:.1f}"
 
 
 def parse_args(argv=None):
@@ -312,9 +317,10 @@ def main(argv=None):
                 f"(AP50 {segm.get('AP50', float('nan')):.1f}); metrics in {path}")
     if "ytvis" in metrics:
         v = metrics["ytvis"]
-        logger.info(f"synthetic val video AP {v.get('AP', float('nan')):.1f}; identity switches "
-                    f"{v['id_switches']['with_association']} with association, "
-                    f"{v['id_switches']['without_association']} without")
+        tr = v["tracking"]
+        logger.info(f"synthetic val video AP {v.get('AP', float('nan')):.1f}; " + "; ".join(
+            f"{k.replace('_', ' ')}: IDF1 {_pct(tr[k]['idf1'])}, MOTA {_pct(tr[k]['mota'])}, "
+            f"{tr[k]['num_switches']} identity switches" for k in ("with_association", "without_association")))
     return metrics
 
 

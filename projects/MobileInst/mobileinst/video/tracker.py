@@ -19,14 +19,12 @@ State is O(N x (D + C)): the memory of a stream does not grow with its length,
 unless ``keep_results`` asks the tracker to keep the per-frame RLEs of the
 YouTube-VIS output (those grow with the video, as the output itself does).
 """
-from typing import List, Optional
 
 import cv2
 import numpy as np
 import torch
 from detectron2.structures import Boxes, Instances
 from mobileinst_runtime.tracking import TrackBook
-from scipy.optimize import linear_sum_assignment
 
 from ..export import nonkey_size
 from ..postprocess import binarize_masks
@@ -184,50 +182,3 @@ def rescale_frame(frame: torch.Tensor, scale: float) -> torch.Tensor:
     if arr.ndim == 2:
         arr = arr[:, :, None]
     return torch.from_numpy(arr).permute(2, 0, 1)
-
-
-def count_id_switches(gt_tracks: List[List[Optional[np.ndarray]]], frame_predictions: List[Instances],
-                      iou_threshold: float = 0.5) -> int:
-    """Identity switches by the CLEAR-MOT rule (Bernardin and Stiefelhagen, 2008).
-
-    On every frame, a ground-truth object keeps the predicted id it was matched
-    to before while that prediction still covers it (mask IoU >= ``iou_threshold``);
-    the other objects are matched one-to-one to the remaining predictions
-    (``scipy.optimize.linear_sum_assignment`` on IoU, pairs below the threshold
-    dropped). A switch is an object matched to an id other than its last one.
-    A duplicate mask that covers the object slightly better is not a switch.
-
-    Args:
-        gt_tracks: per GT track, per frame a bool mask (H, W) or None.
-        frame_predictions: per frame, Instances with ``pred_masks`` and ``track_ids``.
-    """
-    switches = 0
-    last = [None] * len(gt_tracks)
-    for t, pred in enumerate(frame_predictions):
-        present = [g for g, track in enumerate(gt_tracks) if t < len(track) and gt_tracks[g][t] is not None]
-        if not present or len(pred) == 0:
-            continue
-        gm = torch.stack([torch.as_tensor(gt_tracks[g][t]).flatten() for g in present]).float()
-        pm = pred.pred_masks.flatten(1).float()
-        inter = gm @ pm.T
-        iou = (inter / (gm.sum(1)[:, None] + pm.sum(1)[None] - inter).clamp(min=1)).numpy()
-        ids = [int(i) for i in pred.track_ids]
-        matched = {}
-        for row, g in enumerate(present):  # keep still-valid correspondences
-            if last[g] in ids:
-                col = ids.index(last[g])
-                if iou[row, col] >= iou_threshold and col not in matched.values():
-                    matched[row] = col
-        rows = [r for r in range(len(present)) if r not in matched]
-        cols = [c for c in range(len(ids)) if c not in matched.values()]
-        if rows and cols:
-            sub = iou[np.ix_(rows, cols)]
-            for r, c in zip(*linear_sum_assignment(-sub)):
-                if sub[r, c] >= iou_threshold:
-                    matched[rows[r]] = cols[c]
-        for row, col in matched.items():
-            g = present[row]
-            if last[g] is not None and ids[col] != last[g]:
-                switches += 1
-            last[g] = ids[col]
-    return switches
