@@ -339,7 +339,9 @@ class MobileInstCheckpointer(DetectionCheckpointer):
             model_state = {k: v for k, v in loaded["model_state"].items() if not k.endswith("num_batches_tracked")}
             return {"model": model_state, "__author__": "pycls", "matching_heuristics": True}
         if "model" not in loaded:
-            loaded = {"model": loaded}
+            # mmcls / timm-style wrappers ({"state_dict": ..., "meta": ...}), else a bare state dict
+            inner = next((loaded[k] for k in _CONTAINER_KEYS if isinstance(loaded.get(k), dict)), None)
+            loaded = {"model": inner if inner is not None else loaded}
         queries = parse_qs(self._parsed_url_during_load.query) if self._parsed_url_during_load else {}
         if queries.pop("matching_heuristics", "False") == ["True"]:
             loaded["matching_heuristics"] = True
