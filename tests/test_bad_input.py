@@ -346,14 +346,15 @@ def test_resume_reads_optimizer_scheduler_and_iteration(tmp_path, synthetic_root
     """--resume: detectron2's own checkpoints (optimizer, scheduler, iteration) load weights-only."""
     from train_net import Trainer
 
-    cfg = small_cfg("OUTPUT_DIR", str(tmp_path), "SOLVER.MAX_ITER", "2")
+    small = ("SOLVER.IMS_PER_BATCH", "2", "DATASETS.TEST", "()")  # no evaluation after training
+    cfg = small_cfg("OUTPUT_DIR", str(tmp_path), "SOLVER.MAX_ITER", "1", *small)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=False)
     trainer.train()
     assert (tmp_path / "model_final.pth").exists()
-    trainer2 = Trainer(small_cfg("OUTPUT_DIR", str(tmp_path), "SOLVER.MAX_ITER", "3"))
+    trainer2 = Trainer(small_cfg("OUTPUT_DIR", str(tmp_path), "SOLVER.MAX_ITER", "2", *small))
     trainer2.resume_or_load(resume=True)
-    assert trainer2.start_iter == 2
+    assert trainer2.start_iter == 1
     assert trainer2.optimizer.state_dict()["state"], "optimizer state was not restored"
     assert trainer2.scheduler.last_epoch == trainer.scheduler.last_epoch
     a, b = trainer.model.state_dict(), trainer2.model.state_dict()
@@ -471,8 +472,8 @@ def test_training_on_annotations_without_a_mask_runs(broken_coco, tmp_path):
 
     name, *_ = broken_coco
     # every image in every batch; the emptied image kept (FILTER_EMPTY_ANNOTATIONS False)
-    cfg = small_cfg("DATASETS.TRAIN", f"('{name}',)", "SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "5",
-                    "DATALOADER.FILTER_EMPTY_ANNOTATIONS", "False", "OUTPUT_DIR", str(tmp_path))
+    cfg = small_cfg("DATASETS.TRAIN", f"('{name}',)", "SOLVER.MAX_ITER", "1", "SOLVER.IMS_PER_BATCH", "5",
+                    "DATALOADER.FILTER_EMPTY_ANNOTATIONS", "False", "DATASETS.TEST", "()", "OUTPUT_DIR", str(tmp_path))
     Trainer(cfg).train()
 
 
@@ -552,8 +553,15 @@ def test_bad_frames_get_a_clear_error(predictors, kind, frame, error, match):
         stream(frame)
     with pytest.raises(error, match="Image is " + match):
         image(frame)
-    # the stream goes on with a good frame
-    assert len(stream(np.zeros((64, 64, 3), np.uint8)).scores) >= 0
+
+
+def test_a_bad_frame_mid_stream_names_its_index(predictors):
+    stream, _ = predictors
+    stream.reset()
+    stream(np.zeros((64, 64, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"Frame 1 is a float32 array"):
+        stream(np.zeros((64, 64, 3), np.float32))
+    assert len(stream(np.zeros((64, 64, 3), np.uint8))) >= 0  # the stream goes on
 
 
 def test_runtime_refuses_bad_frames():
