@@ -477,6 +477,25 @@ def test_training_on_annotations_without_a_mask_runs(broken_coco, tmp_path):
     Trainer(cfg).train()
 
 
+@pytest.mark.parametrize("segm,problem", [
+    ([], "missing or empty segmentation"),
+    (None, "missing or empty segmentation"),
+    ([[1.0, 2.0, 3.0, 4.0]], "no polygon with 3 or more points"),
+    ([[2.0, 2.0, 10.0, 10.0, 20.0, 20.0]], "zero-area polygon"),
+    ([[5.0, 5.0, 5.0, 5.0, 5.0, 5.0]], "zero-area polygon"),
+    ({"size": [4, 4], "counts": [16]}, "empty RLE mask"),
+    (np.zeros((4, 4), np.uint8), "empty mask array"),
+    ([[0.0, 0.0, 1.0, 0.0, 0.0, 1.0]], None),
+    ([[0.0, 0.0, 10.0, 10.0, 10.0, 0.0, 0.0, 10.0]], None),  # self-intersecting: no signed area, still a mask
+    ([[2.0, 2.0, 10.0, 10.0, 20.0, 20.0], [0.0, 0.0, 4.0, 0.0, 0.0, 4.0]], None),  # one usable polygon
+    ({"size": [4, 4], "counts": [5, 1, 10]}, None),
+])
+def test_mask_problem(segm, problem):
+    from mobileinst.data import mask_problem
+
+    assert mask_problem(segm, 16, 16) == problem
+
+
 def test_synthetic_annotations_keep_their_ids(synthetic_root):
     from mobileinst.data import drop_annotations_without_masks
 

@@ -23,17 +23,29 @@ __all__ = ["mask_problem", "drop_annotations_without_masks"]
 NAMED = 5
 
 
-def _polygon_area(poly) -> float:
-    x, y = poly[0::2], poly[1::2]
-    n = len(x)
-    return 0.5 * abs(sum(x[i] * y[i - 1] - x[i - 1] * y[i] for i in range(n)))
+def _has_area(poly) -> bool:
+    """True unless every point of the flat polygon lies on one line (or on one point):
+    such a polygon covers no area. Checks the cross product against the first two
+    distinct points; returns at the first point off that line (usually the third)."""
+    x0, y0 = poly[0], poly[1]
+    n = len(poly) // 2
+    for i in range(1, n):
+        dx, dy = poly[2 * i] - x0, poly[2 * i + 1] - y0
+        if dx or dy:
+            break
+    else:
+        return False
+    for j in range(i + 1, n):
+        if abs(dx * (poly[2 * j + 1] - y0) - dy * (poly[2 * j] - x0)) > 1e-6:
+            return True
+    return False
 
 
 def mask_problem(segm, height: Optional[int] = None, width: Optional[int] = None) -> Optional[str]:
     """Why ``segm`` (a detectron2 / COCO segmentation) gives no usable mask, or None if it does.
 
     Polygons: a list of flat [x0, y0, x1, y1, ...] lists; usable if one has at
-    least 3 points and a non-zero area. RLE: a dict with "counts" and "size";
+    least 3 points not all on one line. RLE: a dict with "counts" and "size";
     usable if its area is non-zero. A 2D array: usable if any pixel is set.
     """
     if segm is None or (isinstance(segm, list) and len(segm) == 0):
@@ -45,7 +57,7 @@ def mask_problem(segm, height: Optional[int] = None, width: Optional[int] = None
         polys = [p for p in segm if len(p) % 2 == 0 and len(p) >= 6]
         if not polys:
             return "no polygon with 3 or more points"
-        if not any(_polygon_area(p) > 0 for p in polys):
+        if not any(_has_area(p) for p in polys):
             return "zero-area polygon"
         return None
     if isinstance(segm, dict):
