@@ -6,7 +6,9 @@ or a camera, online, and write an annotated video plus a YouTube-VIS json.
     python demo.py --config-file configs/synthetic/MobileInst_TopFormer_tiny_synthetic.yaml \
         --input clip.mp4 --output output/demo MODEL.WEIGHTS model_final.pth
 
-Each track keeps one colour and its id for the whole video.
+Each track keeps one colour and its id for the whole video. The input, the
+config (NUM_CLASSES), the weights and the output folder are all checked before
+the first frame is read; a failed run leaves no output folder behind.
 """
 import argparse
 import os
@@ -24,11 +26,13 @@ from tqdm import tqdm  # noqa: E402
 from mobileinst.config import load_mobileinst_config  # noqa: E402
 from mobileinst.video import StreamingPredictor, iter_frames  # noqa: E402
 from mobileinst.video.predictor import video_fps  # noqa: E402
+from mobileinst_runtime.frames import check_source  # noqa: E402
 from mobileinst_runtime.writer import write_tracks  # noqa: E402
 
 
 def run(cfg, source, output_dir, score_threshold=0.3, video_id=1, class_names=None, fps=None):
     """Run the demo; returns (video path, json path, number of frames)."""
+    check_source(source)  # before the model and the weights are loaded
     predictor = StreamingPredictor(cfg, keep_results=True)
     category_ids = None
     if hasattr(predictor, "metadata"):

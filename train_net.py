@@ -9,14 +9,15 @@ Only what the model needs is added to the stock trainer: AdamW with parameter
 groups and gradient clipping (``mobileinst.engine``), MobileInst's dataset
 mappers, the evaluator chosen by the dataset's ``evaluator_type``, and the
 optional EMA, time-budget and progress-bar hooks (SOLVER.EMA,
-SOLVER.TIME_BUDGET, SOLVER.PROGRESS_BAR).
+SOLVER.TIME_BUDGET, SOLVER.PROGRESS_BAR). Checkpoints are read as data and
+must fit the model (``MobileInstCheckpointer``); NUM_CLASSES is checked
+against every training and test set before training starts.
 """
 import logging
 import os
 import sys
 import weakref
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import (
@@ -40,9 +41,15 @@ try:
 except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "projects", "MobileInst"))
 from mobileinst import add_mobileinst_config  # noqa: E402
-from mobileinst.data import build_test_mapper, build_train_mapper, is_video_dataset  # noqa: E402
+from mobileinst.data import (  # noqa: E402
+    build_test_mapper,
+    build_train_mapper,
+    check_num_classes,
+    get_train_dataset_dicts,
+)
 from mobileinst.engine import ModelEMA, ProgressBar, TimeBudget, build_optimizer, scaled_steps  # noqa: E402
 from mobileinst.evaluation import MobileInstCOCOEvaluator, YTVISEvaluator  # noqa: E402
+from mobileinst.utils.checkpoint import build_checkpointer  # noqa: E402
 
 
 class Trainer(DefaultTrainer):
@@ -59,13 +66,14 @@ class Trainer(DefaultTrainer):
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
+        check_num_classes(cfg)  # every training and test set, before any iteration
         on_cpu = next(model.parameters()).device.type == "cpu"
         model = create_ddp_model(
             model, broadcast_buffers=False, **({"device_ids": None} if on_cpu else {})
         )
         self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = build_checkpointer(cfg, model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
@@ -73,6 +81,7 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        check_num_classes(cfg, [dataset_name])
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
         if evaluator_type == "coco":
@@ -88,13 +97,10 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        mapper = build_train_mapper(cfg)
-        if is_video_dataset(cfg.DATASETS.TRAIN[0]):
-            from detectron2.data import get_detection_dataset_dicts
-
-            dataset = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=False)
-            return build_detection_train_loader(cfg, mapper=mapper, dataset=dataset)
-        return build_detection_train_loader(cfg, mapper=mapper)
+        # annotations without a usable mask dropped (one warning), then images
+        # without objects as DATALOADER.FILTER_EMPTY_ANNOTATIONS says (videos all kept)
+        dataset = get_train_dataset_dicts(cfg)
+        return build_detection_train_loader(cfg, mapper=build_train_mapper(cfg), dataset=dataset)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
@@ -169,7 +175,7 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        build_checkpointer(cfg, model, cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         res = Trainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, res)

@@ -56,10 +56,16 @@ def test_demo_bad_inputs(cfg, tmp_path):
     with pytest.raises(OSError, match="bad.mp4"):
         demo.run(cfg, str(bad), str(tmp_path / "o2"))
     # a frame of a different size mid-stream: clear error, nothing half-written left
+    # (and no output folder: the run created it, the run removes it)
     mixed = tmp_path / "mixed"
     mixed.mkdir()
     for i, size in enumerate([(64, 64), (64, 64), (48, 80)]):
         cv2.imwrite(str(mixed / f"{i:05d}.jpg"), np.full(size + (3,), 120, np.uint8))
     with pytest.raises(ValueError, match="Frame 2"):
         demo.run(cfg, str(mixed), str(tmp_path / "o3"))
-    assert os.listdir(tmp_path / "o3") == []
+    assert not (tmp_path / "o3").exists()
+    # an output folder that was there stays, empty
+    (tmp_path / "o4").mkdir()
+    with pytest.raises(ValueError, match="Frame 2"):
+        demo.run(cfg, str(mixed), str(tmp_path / "o4"))
+    assert os.listdir(tmp_path / "o4") == []

@@ -37,6 +37,7 @@ from detectron2.utils.analysis import flop_count_operators  # noqa: E402
 
 from mobileinst.config import load_mobileinst_config  # noqa: E402
 from mobileinst.postprocess import score_queries  # noqa: E402
+from mobileinst.utils.checkpoint import load_weights  # noqa: E402
 from mobileinst.utils.fuse import fuse_conv_bn  # noqa: E402
 from mobileinst.utils.machine import machine_info  # noqa: E402
 from mobileinst.video.tracker import VideoTracker  # noqa: E402
@@ -81,10 +82,8 @@ def mobileinst_cfg(args):
 def bench_mobileinst(args, image):
     cfg = mobileinst_cfg(args)
     model = build_model(cfg).eval()
-    if args.weights:
-        from detectron2.checkpoint import DetectionCheckpointer
-
-        DetectionCheckpointer(model).load(args.weights)
+    if args.weights:  # read as data; must fit the model
+        load_weights(model, args.weights, cfg, field="--weights")
     params = count_params(model)
     raw_model = model
     if not args.no_fuse:

@@ -46,13 +46,15 @@ def runtime_results(model_dir, dataset, int8=False, threads=0):
 
 
 def pytorch_results(cfg, dataset):
-    from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
 
+    from mobileinst.data import check_num_classes
     from mobileinst.data.ytvis_mapper import YTVISTestMapper
+    from mobileinst.utils.checkpoint import load_weights
 
+    check_num_classes(cfg, [dataset])
     model = build_model(cfg).eval()
-    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    load_weights(model, cfg.MODEL.WEIGHTS, cfg)
     mapper = YTVISTestMapper(cfg)
     results = []
     with torch.no_grad():

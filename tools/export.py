@@ -31,14 +31,15 @@ except ImportError:
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.data import MetadataCatalog  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
 
 from mobileinst.config import load_mobileinst_config  # noqa: E402
+from mobileinst.data import check_num_classes  # noqa: E402
 from mobileinst.export import GRAPHS, build_graph_modules, nonkey_size, padded_size  # noqa: E402
+from mobileinst.utils.checkpoint import load_weights  # noqa: E402
 from mobileinst.utils.fuse import fuse_conv_bn  # noqa: E402
-from mobileinst_runtime.files import atomic_write_json  # noqa: E402
+from mobileinst_runtime.files import atomic_write_json, prepare_output_dir, remove_if_empty  # noqa: E402
 
 logger = logging.getLogger("mobileinst.export")
 
@@ -96,16 +97,26 @@ def check_parity(module, inputs, input_names, path):
     return report
 
 
+def calibration_files(calib_dir):
+    """The images under ``calib_dir``; raises FileNotFoundError if there are none."""
+    if not calib_dir:
+        raise ValueError("--quantize needs --calib-dir (a folder of representative images)")
+    if not os.path.isdir(calib_dir):
+        raise FileNotFoundError(f"--calib-dir '{calib_dir}' is not a folder")
+    files = []
+    for dirpath, _, names in os.walk(calib_dir):
+        files += [os.path.join(dirpath, n) for n in sorted(names) if n.lower().endswith((".jpg", ".jpeg", ".png"))]
+    if not files:
+        raise FileNotFoundError(f"--calib-dir '{calib_dir}' holds no images (.jpg, .jpeg, .png)")
+    return files
+
+
 def calibration_images(calib_dir, height, width, fmt, num=16):
     import cv2
 
     from mobileinst_runtime.ort_model import _Letterbox
 
-    files = []
-    for dirpath, _, names in os.walk(calib_dir):
-        files += [os.path.join(dirpath, n) for n in sorted(names) if n.lower().endswith((".jpg", ".jpeg", ".png"))]
-    if not files:
-        raise FileNotFoundError(f"--calib-dir '{calib_dir}' holds no images")
+    files = calibration_files(calib_dir)
     box = _Letterbox({"input_size": [height, width], "input_format": fmt, "pixel_mean": [0, 0, 0]})
     step = max(1, len(files) // num)
     out = []
@@ -149,16 +160,33 @@ def quantize(output, graphs, images, nonkey_images):
 
 
 def load_model(cfg, fuse=True):
+    """The model of ``cfg`` with ``MODEL.WEIGHTS`` (read as data; it must fit the model)."""
     model = build_model(cfg).eval()
-    if cfg.MODEL.WEIGHTS:
-        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    load_weights(model, cfg.MODEL.WEIGHTS, cfg)
     return fuse_conv_bn(model) if fuse else model
 
 
 def export(cfg, output, height, width, graphs=GRAPHS, torchscript=True, do_quantize=False, calib_dir=None):
-    """Export ``graphs``; returns a dict report (paths, parity)."""
-    os.makedirs(output, exist_ok=True)
+    """Export ``graphs``; returns a dict report (paths, parity).
+
+    The config (NUM_CLASSES against DATASETS.TEST[0]), the weights and the
+    calibration images are checked before ``output`` is created."""
+    if height <= 0 or width <= 0:
+        raise ValueError(f"--size {height} {width}: expected a positive height and width")
+    if cfg.DATASETS.TEST:
+        check_num_classes(cfg, [cfg.DATASETS.TEST[0]], load=False)  # class_names of export_meta.json
+    if do_quantize:
+        calibration_files(calib_dir)
     model = load_model(cfg)
+    created = prepare_output_dir(output)
+    try:
+        return _export(cfg, model, output, height, width, graphs, torchscript, do_quantize, calib_dir)
+    except BaseException:
+        remove_if_empty(output, created)
+        raise
+
+
+def _export(cfg, model, output, height, width, graphs, torchscript, do_quantize, calib_dir):
     scale = float(cfg.MODEL.MOBILEINST.VIDEO.NONKEY_SCALE)
     nh, nw = nonkey_size(height, width, scale)
     modules = build_graph_modules(model, height, width, scale)
@@ -200,8 +228,6 @@ def export(cfg, output, height, width, graphs=GRAPHS, torchscript=True, do_quant
         "weights": cfg.MODEL.WEIGHTS,
     }
     if do_quantize:
-        if not calib_dir:
-            raise ValueError("--quantize needs --calib-dir (a folder of representative images)")
         images = calibration_images(calib_dir, height, width, cfg.INPUT.FORMAT)
         nonkey_images = images if (nh, nw) == (height, width) else calibration_images(calib_dir, nh, nw,
                                                                                         cfg.INPUT.FORMAT)

@@ -37,12 +37,13 @@ from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.config import get_cfg  # noqa: E402
 from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 from detectron2.data.detection_utils import read_image  # noqa: E402
-from detectron2.engine import DefaultPredictor, hooks  # noqa: E402
+from detectron2.engine import hooks  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 from detectron2.utils.visualizer import ColorMode, Visualizer  # noqa: E402
 
 from mobileinst import add_mobileinst_config  # noqa: E402
 from mobileinst.data.synthetic import generate_all  # noqa: E402
+from mobileinst.predictor import MobileInstPredictor  # noqa: E402
 from mobileinst.utils.machine import machine_info  # noqa: E402
 from mobileinst_runtime.files import atomic_write_json  # noqa: E402
 from train_net import Trainer  # noqa: E402
@@ -137,7 +138,7 @@ def _steps(max_iter, fractions):
 def save_visualizations(cfg, out_dir, num=8, score_threshold=0.25):
     """Draw the predictions of the trained model on the first val images."""
     os.makedirs(out_dir, exist_ok=True)
-    predictor = DefaultPredictor(cfg)
+    predictor = MobileInstPredictor(cfg)
     name = cfg.DATASETS.TEST[0]
     meta = MetadataCatalog.get(name)
     for d in DatasetCatalog.get(name)[:num]:

@@ -154,6 +154,12 @@ def add_mobileinst_config(cfg):
     # time in PyTorch eager on one CPU core and about 19% less training time.
     mi.CHANNELS_LAST = True
 
+    # MODEL.WEIGHTS must fit the model key for key and shape for shape, except
+    # for a class head of another number of classes (skipped) and backbone-only
+    # (ImageNet) weights; anything else raises an error naming the keys.
+    # False: detectron2's behaviour (load whatever fits, warn about the rest).
+    mi.CHECKPOINT_STRICT = True
+
     # ---- backbones -------------------------------------------------------------
     cfg.MODEL.TOPFORMER = CN()
     cfg.MODEL.TOPFORMER.VARIANT = "base"  # tiny | small | base

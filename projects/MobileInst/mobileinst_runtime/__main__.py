@@ -2,7 +2,7 @@
 """python -m mobileinst_runtime --model-dir DIR --input VIDEO|FOLDER|CAMERA --output OUT"""
 import argparse
 
-from .frames import iter_frames, video_fps
+from .frames import check_source, iter_frames, video_fps
 from .ort_model import OrtVideoSegmenter
 from .writer import write_tracks
 
@@ -10,6 +10,7 @@ from .writer import write_tracks
 def run(model_dir, source, output_dir, threads=0, reuse_interval=None, association=None, int8=False,
         score_threshold=0.3, video_id=1, fps=None, progress=True):
     """Annotated video (tracks.mp4) + YouTube-VIS json (results.json) with ONNX Runtime."""
+    check_source(source)
     seg = OrtVideoSegmenter(model_dir, threads, reuse_interval, association, keep_results=True,
                             suffix="_int8" if int8 else "")
     frames = iter_frames(source)

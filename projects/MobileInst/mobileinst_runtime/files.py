@@ -28,3 +28,43 @@ def atomic_write_json(path: str, data, **dump_kwargs) -> str:
             os.remove(tmp)
         raise
     return path
+
+
+def prepare_output_dir(path: str) -> str:
+    """Create the folder ``path`` (and its parents) if needed and check that files can be
+    written in it, before any work is done. Returns the topmost folder it created ("" if
+    none), for :func:`remove_if_empty`. Raises ``OSError`` naming ``path``."""
+    path = os.path.abspath(os.fspath(path))
+    created, p = "", path
+    while p and not os.path.exists(p):
+        created, p = p, os.path.dirname(p)
+        if p == created:  # the filesystem root
+            break
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise NotADirectoryError(f"Output folder '{path}' is a file")
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, f".write_test.{os.getpid()}")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        remove_if_empty(path, created)
+        raise type(e)(e.errno, f"Cannot write to output folder '{path}': {e.strerror or e}") from e
+    return created
+
+
+def remove_if_empty(path: str, created: str):
+    """Remove ``path`` and its parents up to ``created`` (from :func:`prepare_output_dir`)
+    where they are empty: a failed run leaves no empty folders behind."""
+    if not created:
+        return
+    path, created = os.path.abspath(path), os.path.abspath(created)
+    while True:
+        try:
+            os.rmdir(path)
+        except OSError:
+            return
+        if path == created:
+            return
+        path = os.path.dirname(path)

@@ -8,6 +8,75 @@ import numpy as np
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
+EXPECTED_FRAME = "an HxWx3 uint8 BGR numpy array (as cv2.imread / cv2.VideoCapture give)"
+
+
+def _describe(frame) -> str:
+    if frame is None:
+        return "None"
+    if not isinstance(frame, np.ndarray):
+        shape = getattr(frame, "shape", None)
+        return f"a {type(frame).__module__}.{type(frame).__name__}" + (f" of shape {tuple(shape)}" if shape else "")
+    return f"a {frame.dtype} array of shape {frame.shape}"
+
+
+def check_frame(frame, name: str = "frame") -> np.ndarray:
+    """Return ``frame`` if it is an HxWx3 uint8 BGR numpy array (H, W > 0); otherwise raise
+    a ``TypeError`` / ``ValueError`` that says what was given, what is expected and how
+    to convert it. ``name`` (e.g. "Frame 12") starts the message."""
+    if frame is None:
+        raise TypeError(f"{name} is None; expected {EXPECTED_FRAME}. cv2.imread returns None for a file "
+                        "it cannot read.")
+    if not isinstance(frame, np.ndarray):
+        hint = ""
+        if type(frame).__name__ == "Tensor":
+            hint = " For a CxHxW tensor: tensor.permute(1, 2, 0).cpu().numpy()."
+        elif type(frame).__module__.startswith("PIL"):
+            hint = " For a PIL image: np.asarray(image)[:, :, ::-1] (RGB -> BGR)."
+        raise TypeError(f"{name} is {_describe(frame)}; expected {EXPECTED_FRAME}.{hint}")
+    if frame.ndim != 3 or frame.shape[2] != 3:
+        if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 1):
+            hint = " A single-channel frame: cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)."
+        elif frame.ndim == 3 and frame.shape[2] == 4:
+            hint = " A frame with alpha: cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)."
+        elif frame.ndim == 3 and frame.shape[0] == 3:
+            hint = " Channels first? frame.transpose(1, 2, 0)."
+        else:
+            hint = ""
+        raise ValueError(f"{name} is {_describe(frame)}; expected {EXPECTED_FRAME}.{hint}")
+    if frame.shape[0] == 0 or frame.shape[1] == 0:
+        raise ValueError(f"{name} is {_describe(frame)}, which is empty; expected {EXPECTED_FRAME} with H, W > 0.")
+    if frame.dtype != np.uint8:
+        hint = ""
+        if frame.dtype.kind == "f" and frame.size:
+            lo, hi = float(np.nanmin(frame)), float(np.nanmax(frame))
+            hint = f" Its values are in [{lo:g}, {hi:g}]: "
+            hint += ("for [0, 1] images, (frame * 255).round().astype(np.uint8)." if hi <= 1.0 else
+                     "np.clip(frame, 0, 255).round().astype(np.uint8).")
+        elif frame.dtype == np.uint16:
+            hint = " A 16-bit frame: (frame // 257).astype(np.uint8)."
+        elif frame.dtype.kind in "iu":
+            hint = " Values in [0, 255]: np.clip(frame, 0, 255).astype(np.uint8)."
+        elif frame.dtype == np.bool_:
+            hint = " frame.astype(np.uint8) * 255."
+        raise ValueError(f"{name} is {_describe(frame)}; expected {EXPECTED_FRAME}.{hint}")
+    return frame
+
+
+def check_source(source: Union[str, int]):
+    """Raise ``FileNotFoundError`` if ``source`` (a video file, a folder of frames, or a
+    camera index) cannot be a frame source; cheap, reads no frame."""
+    if isinstance(source, int) or (isinstance(source, str) and source.isdigit()):
+        return
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"Input {source!r}: expected a video file, a folder of frames or a camera index")
+    source = os.fspath(source)
+    if os.path.isdir(source):
+        if not any(f.lower().endswith(IMAGE_EXTENSIONS) for f in os.listdir(source)):
+            raise FileNotFoundError(f"Folder '{source}' holds no frames ({', '.join(IMAGE_EXTENSIONS)})")
+    elif not os.path.exists(source):
+        raise FileNotFoundError(f"Video '{source}' does not exist")
+
 
 def iter_frames(source: Union[str, int]) -> Iterator[Tuple[int, np.ndarray]]:
     """Yield (index, BGR frame) from a video file, a folder of frames or a camera index."""

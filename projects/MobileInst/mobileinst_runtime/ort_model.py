@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
+from .frames import check_frame
 from .masks import paste_masks
 from .tracking import TrackBook, associate
 
@@ -88,6 +89,7 @@ class OrtImageSegmenter:
 
     def __call__(self, frame_bgr: np.ndarray, score_threshold: float = None):
         """``score_threshold`` defaults to the model's CLS_THRESHOLD."""
+        check_frame(frame_bgr, "Image")
         if score_threshold is None:
             score_threshold = self.meta.get("cls_threshold", 0.0)
         x, valid = self.letterbox(frame_bgr)
@@ -138,7 +140,8 @@ class OrtVideoSegmenter:
         self.book = TrackBook(self.max_tracks, self.keep_results)
 
     def step(self, frame_bgr: np.ndarray) -> dict:
-        """One BGR frame -> {"masks" (k, H, W) bool, "scores", "classes", "track_ids"}."""
+        """One HxWx3 uint8 BGR frame -> {"masks" (k, H, W) bool, "scores", "classes", "track_ids"}."""
+        check_frame(frame_bgr, f"Frame {self.frame_index}")
         size = frame_bgr.shape[:2]
         if self.frame_size is None:
             self.frame_size = size

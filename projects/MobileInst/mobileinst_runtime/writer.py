@@ -6,7 +6,7 @@ from typing import Callable, Iterable, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from .files import atomic_write_json
+from .files import atomic_write_json, prepare_output_dir, remove_if_empty
 from .visualize import draw_tracks, to_ytvis_json
 
 
@@ -16,10 +16,12 @@ def write_tracks(frames: Iterable[Tuple[int, np.ndarray]], step: Callable, ytvis
     """``step(frame) -> (masks (k,H,W) bool, track_ids, classes, scores)`` per BGR frame;
     ``ytvis_result(video_id)`` after the last frame. Returns (video path, json path, frames).
 
-    Both files are written under temporary names and renamed when complete, so
-    an interrupted run leaves no half-written output.
+    ``output_dir`` is created and checked for writing before the first frame is
+    read. Both files are written under temporary names and renamed when
+    complete, so an interrupted run leaves no half-written output (and no
+    output folder that it created).
     """
-    os.makedirs(output_dir, exist_ok=True)
+    created = prepare_output_dir(output_dir)
     video_path = os.path.join(output_dir, "tracks.mp4")
     json_path = os.path.join(output_dir, "results.json")
     tmp_video = os.path.join(output_dir, ".tracks.tmp.mp4")
@@ -39,8 +41,10 @@ def write_tracks(frames: Iterable[Tuple[int, np.ndarray]], step: Callable, ytvis
             writer.release()
         if os.path.exists(tmp_video):
             os.remove(tmp_video)
+        remove_if_empty(output_dir, created)
         raise
     if writer is None:
+        remove_if_empty(output_dir, created)
         raise ValueError("The input has no frames")
     writer.release()
     os.replace(tmp_video, video_path)

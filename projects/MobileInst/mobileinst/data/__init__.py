@@ -1,4 +1,11 @@
 """Datasets (synthetic, YouTube-VIS) and dataset mappers."""
 from . import datasets  # noqa: F401  (registers the builtin datasets)
-from .build import build_test_mapper, build_train_mapper, is_video_dataset  # noqa: F401
+from .build import (  # noqa: F401
+    build_test_mapper,
+    build_train_mapper,
+    check_num_classes,
+    get_train_dataset_dicts,
+    is_video_dataset,
+)
+from .filters import drop_annotations_without_masks, mask_problem  # noqa: F401
 from .dataset_mapper import MobileInstDatasetMapper  # noqa: F401

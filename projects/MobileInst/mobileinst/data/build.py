@@ -1,8 +1,14 @@
 # Copyright (c) MobileInst authors. Licensed under the Apache License 2.0.
-"""Choose the dataset mapper for a dataset: images or videos."""
-from detectron2.data import MetadataCatalog
+"""Choose the dataset mapper for a dataset (images or videos), build the training
+set (annotations without a usable mask dropped) and check NUM_CLASSES against it."""
+import logging
+from typing import Iterable, Optional
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from .dataset_mapper import MobileInstDatasetMapper
+
+logger = logging.getLogger(__name__)
 
 
 def is_video_dataset(dataset_name: str) -> bool:
@@ -25,3 +31,67 @@ def build_test_mapper(cfg, dataset_name: str):
 
         return YTVISTestMapper(cfg)
     return MobileInstDatasetMapper(cfg, is_train=False)
+
+
+def get_train_dataset_dicts(cfg):
+    """The dicts of ``DATASETS.TRAIN``, as detectron2's ``get_detection_dataset_dicts``
+    builds them, with the annotations that have no usable mask dropped first
+    (:func:`drop_annotations_without_masks`, one warning); then, for image sets and
+    ``DATALOADER.FILTER_EMPTY_ANNOTATIONS``, the images left without objects are
+    removed, as detectron2 does (video sets keep every video)."""
+    from detectron2.data import get_detection_dataset_dicts
+
+    from .filters import drop_annotations_without_masks
+
+    names = list(cfg.DATASETS.TRAIN)
+    dicts = get_detection_dataset_dicts(names, filter_empty=False)
+    if not isinstance(dicts, list):  # a torch Dataset: loaded lazily, nothing to filter here
+        return dicts
+    dicts = drop_annotations_without_masks(dicts, ", ".join(names))
+    if cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS and not any(is_video_dataset(n) for n in names):
+        # detectron2's filter_images_with_only_crowd_annotations (whose signature varies by version)
+        before = len(dicts)
+        dicts = [d for d in dicts if any(a.get("iscrowd", 0) == 0 for a in d.get("annotations", ()))]
+        logger.info(f"Removed {before - len(dicts)} images with no usable annotations. {len(dicts)} images left.")
+    if not dicts:
+        raise ValueError(f"DATASETS.TRAIN {tuple(names)}: no image with objects left to train on")
+    return dicts
+
+
+def dataset_num_classes(dataset_name: str, load: bool = True) -> Optional[int]:
+    """The number of ``thing_classes`` of a registered dataset, from its metadata.
+    With ``load``, a dataset whose metadata does not list them yet (a COCO-format
+    set registered with ``register_coco_instances``) is loaded once, which sets
+    them. None if they stay unknown."""
+    meta = MetadataCatalog.get(dataset_name)
+    classes = meta.get("thing_classes", None)
+    if classes is None and load and dataset_name in DatasetCatalog.list():
+        DatasetCatalog.get(dataset_name)
+        classes = meta.get("thing_classes", None)
+    return None if classes is None else len(classes)
+
+
+def check_num_classes(cfg, dataset_names: Optional[Iterable[str]] = None, load: bool = True):
+    """Raise a ``ValueError`` if ``MODEL.MOBILEINST.NUM_CLASSES`` differs from the
+    number of classes of a dataset (default: every one of ``DATASETS.TRAIN`` and
+    ``DATASETS.TEST``). Datasets whose classes are unknown are skipped (see
+    :func:`dataset_num_classes` for ``load``)."""
+    expected = cfg.MODEL.MOBILEINST.NUM_CLASSES
+    if dataset_names is None:
+        fields = [("DATASETS.TRAIN", n) for n in cfg.DATASETS.TRAIN] + [("DATASETS.TEST", n) for n in cfg.DATASETS.TEST]
+    else:
+        fields = [("DATASETS.TRAIN" if n in cfg.DATASETS.TRAIN else "DATASETS.TEST" if n in cfg.DATASETS.TEST
+                   else "dataset", n) for n in dataset_names]
+    for field, name in fields:
+        n = dataset_num_classes(name, load)
+        if n is None:
+            logger.debug(f"{field} '{name}': classes unknown, NUM_CLASSES not checked")
+            continue
+        if n != expected:
+            classes = MetadataCatalog.get(name).thing_classes
+            shown = ", ".join(classes[:5]) + (", ..." if n > 5 else "")
+            raise ValueError(
+                f"MODEL.MOBILEINST.NUM_CLASSES is {expected} but {field} '{name}' has {n} classes ({shown}). "
+                f"Set MODEL.MOBILEINST.NUM_CLASSES {n} (a checkpoint trained with another number of classes "
+                "still loads: only its class head is skipped)."
+            )

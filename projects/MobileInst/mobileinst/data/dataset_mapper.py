@@ -23,6 +23,15 @@ class MobileInstDatasetMapper(DatasetMapper):
         return ret
 
     def __call__(self, dataset_dict):
+        if self.is_train:
+            for i, a in enumerate(dataset_dict.get("annotations", ())):
+                if not a.get("iscrowd", 0) and not a.get("segmentation"):
+                    ident = f"id {a['id']}" if "id" in a else f"#{i}"
+                    raise ValueError(
+                        f"Image '{dataset_dict.get('file_name')}': annotation {ident} has no segmentation; MobileInst "
+                        "trains on masks only. Trainer.build_train_loader drops such annotations "
+                        "(mobileinst.data.get_train_dataset_dicts); a custom loader must do the same."
+                    )
         try:
             return super().__call__(copy.deepcopy(dataset_dict))
         except (OSError, SyntaxError) as e:  # PIL: unreadable / truncated image files

@@ -7,30 +7,36 @@
 """
 import numpy as np
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
-from mobileinst_runtime.frames import iter_frames, video_fps  # noqa: F401  (re-exported)
+from mobileinst_runtime.frames import check_frame, iter_frames, video_fps  # noqa: F401  (re-exported)
 
+from ..predictor import check_predictor_config
+from ..utils.checkpoint import load_weights
 from .tracker import VideoTracker
+
 
 class StreamingPredictor:
     """Online video instance segmentation of a frame stream, one frame per call.
 
     Like detectron2's DefaultPredictor: builds the model from ``cfg``, loads
-    ``cfg.MODEL.WEIGHTS``, resizes frames with ``INPUT.MIN_SIZE_TEST`` /
-    ``MAX_SIZE_TEST``; frames are BGR uint8 (cv2). Tracking follows
+    ``cfg.MODEL.WEIGHTS`` (as data, and only if it fits the model), resizes
+    frames with ``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``; frames are HxWx3
+    BGR uint8 numpy arrays (cv2), anything else is refused with an error that
+    says what was given. NUM_CLASSES must match the classes of
+    ``DATASETS.TEST[0]`` (class names) when they are known. Tracking follows
     ``MODEL.MOBILEINST.VIDEO`` (REUSE_INTERVAL, ASSOCIATION). Memory does not
     grow with the stream unless ``keep_results`` is set (for a YouTube-VIS json).
     """
 
     def __init__(self, cfg, keep_results: bool = False, model=None):
+        check_predictor_config(cfg)
         self.cfg = cfg.clone()
         if model is None:
             model = build_model(self.cfg)
-            DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+            load_weights(model, cfg.MODEL.WEIGHTS, cfg)
         self.model = model.eval()
         if len(cfg.DATASETS.TEST):
             self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0])
@@ -44,8 +50,8 @@ class StreamingPredictor:
 
     @torch.no_grad()
     def __call__(self, frame_bgr: np.ndarray):
-        if frame_bgr is None or frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3:
-            raise ValueError(f"Expected an HxWx3 BGR frame, got {None if frame_bgr is None else frame_bgr.shape}")
+        index = 0 if self.tracker is None else self.tracker.frame_index
+        check_frame(frame_bgr, f"Frame {index}")
         h, w = frame_bgr.shape[:2]
         if self.tracker is None:
             self.tracker = VideoTracker.from_model(self.model, output_size=(h, w), keep_results=self.keep_results)

@@ -39,7 +39,8 @@ def _check_exists(path: str, root: str, name: str):
 def _load_synthetic_coco(json_file, image_root, name, root):
     _check_exists(image_root, root, name)
     _check_exists(json_file, root, name)
-    return load_coco_json(json_file, image_root, name)
+    # annotation ids kept: messages about bad annotations name them
+    return load_coco_json(json_file, image_root, name, extra_annotation_keys=["id"])
 
 
 def register_all_synthetic(root: str, prefix: str = "synthetic"):

@@ -29,6 +29,8 @@ from detectron2.structures import BoxMode
 from detectron2.utils.colormap import colormap
 from detectron2.utils.file_io import PathManager
 
+from ..filters import NAMED, mask_problem
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -165,7 +167,8 @@ def load_ytvis_json(
         Uncompressed RLE in the json is converted to compressed RLE, so every mask can be handled
         by ``detectron2.data.detection_utils`` (``annotations_to_instances(..., mask_format=
         "bitmask")`` accepts RLE dicts and polygons). A missing per-frame bbox is derived from the
-        mask; a frame whose segmentation is None (or has no valid polygon) is left out.
+        mask; a frame whose segmentation is None is left out, and so is one without a usable mask
+        (no valid polygon, zero area; counted and named in one warning).
     """
     timer = Timer()
     if not PathManager.exists(json_file):
@@ -222,7 +225,7 @@ def load_ytvis_json(
         video_index[vid] = record
 
     # --- annotations (tracks)
-    num_dropped = 0
+    num_dropped, reasons, named = 0, {}, []
     for anno in dataset.get("annotations", []):
         aid = anno.get("id")
         record = video_index.get(anno.get("video_id"))
@@ -251,10 +254,18 @@ def load_ytvis_json(
         cat = id_map[anno["category_id"]]
         extras = {k: anno[k] for k in extra_keys if k in anno}
         for t in range(length):
+            if segms[t] is None:  # the object is not in this frame
+                continue
             segm = _normalize_segmentation(segms[t], h, w)
             if segm is None:
-                if segms[t] is not None:
-                    num_dropped += 1
+                why = "no polygon with 3 or more points"
+            else:  # crowd regions are not trained on: an empty one does no harm
+                why = None if anno.get("iscrowd", 0) else mask_problem(segm, h, w)
+            if why is not None:
+                num_dropped += 1
+                reasons[why] = reasons.get(why, 0) + 1
+                if len(named) < NAMED:
+                    named.append(f"'{record['file_names'][t]}' annotation id {aid} ({why})")
                 continue
             bbox = bboxes[t]
             if bbox is None:
@@ -271,7 +282,9 @@ def load_ytvis_json(
             record["annotations"][t].append(obj)
     if num_dropped > 0:
         logger.warning(
-            f"{json_file}: dropped {num_dropped} per-frame annotations without a valid polygon."
+            f"{json_file}: dropped {num_dropped} per-frame annotations without a usable mask ("
+            + ", ".join(f"{why}: {k}" for why, k in sorted(reasons.items())) + "), e.g. " + "; ".join(named)
+            + (f"; ... and {num_dropped - len(named)} more" if num_dropped > len(named) else "")
         )
 
     logger.info(
