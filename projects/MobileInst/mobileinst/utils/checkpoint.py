@@ -177,7 +177,7 @@ def _as_tensors(state_dict: dict, where: str) -> Dict[str, torch.Tensor]:
         if isinstance(v, np.ndarray):
             if v.dtype.hasobject or v.dtype.kind not in "biufc":
                 raise CheckpointMismatchError(f"{where}: '{k}' is an array of {v.dtype}, not of numbers")
-            v = torch.from_numpy(np.ascontiguousarray(v))
+            v = torch.from_numpy(np.array(v, order="C"))  # a copy; keeps 0-d arrays 0-d
         elif not isinstance(v, torch.Tensor):
             raise CheckpointMismatchError(f"{where}: '{k}' is a {type(v).__name__}, not a tensor")
         out[k] = v
