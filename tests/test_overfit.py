@@ -2,11 +2,11 @@
 
 Trained for 80 iterations and evaluated on the same four 256x256 images (8
 objects, no augmentation) with train_net's Trainer and its COCO evaluator,
-MobileInst reaches mask AP 97.9 (94-96 from two unseeded initialisations), near the
-ceiling that the 1/4 mask grid alone sets on these masks
-(tools/mask_grid_bound.py: 98.8; 97.6 after 250 iterations): nothing in the losses, the matching, the
-post-processing (mask threshold, score ranking, max detections, Matrix NMS)
-or the evaluation caps the mask AP below it.
+MobileInst reaches mask AP 97.9 (94-96 from two unseeded initialisations),
+near the ceiling that the 1/4 mask grid alone sets on these masks
+(tools/mask_grid_bound.py: 98.8; 97.6 after 250 iterations): nothing in the
+losses, the matching, the post-processing (mask threshold, score ranking, max
+detections, Matrix NMS) or the evaluation caps the mask AP below it.
 
 The image size matters: the grid is what caps small objects. On the 128x128
 images of the ``synthetic_root`` fixture the stride-4 grid alone caps mask AP
