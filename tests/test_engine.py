@@ -114,46 +114,42 @@ class _Clock:
         return self.now
 
 
-def test_time_budget_sets_the_schedule_from_the_measured_speed(synthetic_root, monkeypatch):
+def _budget_trainer(out_dir, monkeypatch, budget_s, steps, slow_from=10 ** 9, *opts):
+    """A Trainer on the small config with SOLVER.TIME_BUDGET ``budget_s`` on a fake
+    clock that a first hook advances by 1 s per iteration (2 s from ``slow_from``);
+    returns (trainer, its TimeBudget hook, the LR of each iteration)."""
     from train_net import Trainer
 
     clock = _Clock()
     monkeypatch.setattr(engine_hooks, "time", clock)
-    cfg = small_cfg("SOLVER.MAX_ITER", "1000", "SOLVER.STEPS", "(900, 966)", "SOLVER.WARMUP_ITERS", "0",
-                    "SOLVER.TIME_BUDGET", "30.0", "SOLVER.IMS_PER_BATCH", "1",
-                    "MODEL.MOBILEINST.DECODER.NUM_QUERIES", "4")
-    cfg.OUTPUT_DIR = str(synthetic_root) + "/budget_out"
+    cfg = small_cfg("SOLVER.MAX_ITER", "1000", "SOLVER.STEPS", steps, "SOLVER.TIME_BUDGET", str(budget_s),
+                    "SOLVER.IMS_PER_BATCH", "1", "MODEL.MOBILEINST.DECODER.NUM_QUERIES", "4", *opts)
+    cfg.OUTPUT_DIR = out_dir
     trainer = Trainer(cfg)
     budget = next(h for h in trainer._hooks if isinstance(h, engine_hooks.TimeBudget))
     lrs = []
-    tick = _Tick(clock, lrs)
+    tick = _Tick(clock, lrs, slow_from)
     tick.trainer = weakref.proxy(trainer)
     trainer._hooks.insert(0, tick)  # the clock moves before the budget looks at it
+    return trainer, budget, lrs
+
+
+def test_time_budget_sets_the_schedule_from_the_measured_speed(synthetic_root, monkeypatch):
+    trainer, budget, lrs = _budget_trainer(str(synthetic_root) + "/budget_out", monkeypatch, 30.0, "(900, 966)",
+                                           10 ** 9, "SOLVER.WARMUP_ITERS", "0")
     trainer.train()
     # 5 skipped + 20 timed iterations at 1 s each: 25 s spent, 5 s left -> 5 more
     assert budget.seconds_per_iter == pytest.approx(1.0)
     assert trainer.max_iter == 30 and trainer.iter == 30 and len(lrs) == 30
     # the LR steps keep their fractions (90%, 96.6%) of the new schedule: iterations 27 and 29
-    base = cfg.SOLVER.BASE_LR
+    base = trainer.cfg.SOLVER.BASE_LR
     assert lrs[26] == pytest.approx(base) and lrs[27] == pytest.approx(base * 0.1)
     assert lrs[28] == pytest.approx(base * 0.1) and lrs[29] == pytest.approx(base * 0.01)
 
 
 def test_time_budget_refits_the_schedule_when_the_speed_changes(synthetic_root, monkeypatch):
-    from train_net import Trainer
-
-    clock = _Clock()
-    monkeypatch.setattr(engine_hooks, "time", clock)
-    cfg = small_cfg("SOLVER.MAX_ITER", "1000", "SOLVER.STEPS", "(900,)", "SOLVER.TIME_BUDGET", "100.0",
-                    "SOLVER.IMS_PER_BATCH", "1", "MODEL.MOBILEINST.DECODER.NUM_QUERIES", "4",
-                    "TEST.EVAL_PERIOD", "0")
-    cfg.OUTPUT_DIR = str(synthetic_root) + "/budget_out2"
-    trainer = Trainer(cfg)
-    budget = next(h for h in trainer._hooks if isinstance(h, engine_hooks.TimeBudget))
+    trainer, budget, _ = _budget_trainer(str(synthetic_root) + "/budget_out2", monkeypatch, 100.0, "(900,)", 25)
     budget.recheck = 10
-    tick = _Tick(clock, [], slow_from=25)
-    tick.trainer = weakref.proxy(trainer)
-    trainer._hooks.insert(0, tick)
     trainer.train()
     # iteration 24: 1 s per iteration, 75 s left -> 100 iterations; then 2 s per iteration:
     # iteration 34: (45 - 5) / 30 s per iteration, 55 s left -> 35 + 41 = 76; iteration 44 is

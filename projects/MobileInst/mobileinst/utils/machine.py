@@ -9,34 +9,28 @@ machines, raw seconds do not.
 import os
 import platform
 import time
-from typing import Dict, Sequence
+from typing import Dict
 
 import torch
 
 __all__ = ["cpu_name", "sgemm_gflops", "machine_info"]
 
 
-def cpu_name() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), or what ``platform`` says."""
+def _cpuinfo(field: str) -> str:
+    """The first ``field`` line of ``/proc/cpuinfo`` (its value), or ""."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
+                if line.startswith(field):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return ""
 
 
-def _cpu_flags() -> Sequence[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return line.split(":", 1)[1].split()
-    except OSError:
-        pass
-    return ()
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or what ``platform`` says."""
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def sgemm_gflops(threads: int, n: int = 1024, seconds: float = 0.5) -> float:
@@ -68,7 +62,7 @@ def machine_info(threads: int = 0) -> Dict[str, object]:
     """CPU name, cores, vector extensions, and sgemm GFLOP/s on 1 thread and on
     ``threads`` (default: torch's current thread count)."""
     threads = int(threads) or torch.get_num_threads()
-    flags = set(_cpu_flags())
+    flags = set(_cpuinfo("flags").split())
     info = {
         "cpu": cpu_name(),
         "cores": os.cpu_count(),
