@@ -88,7 +88,7 @@ class TimeBudget(HookBase):
 
     After ``skip`` iterations (allocator and thread-pool warm-up) the next
     ``measure`` iterations are timed; ``max_iter`` becomes the iterations that
-    the rest of the budget buys at that speed (at most ``max_iter_cap``), and
+    the rest of the budget buys at that speed, and
     the LR schedule is rebuilt from ``build_scheduler(max_iter)``. Every
     ``recheck`` iterations until half the schedule (before any LR step) the
     speed is measured again over all timed iterations and the schedule is
@@ -97,7 +97,7 @@ class TimeBudget(HookBase):
     """
 
     def __init__(self, budget_s: float, build_scheduler, skip: int = 5, measure: int = 20,
-                 recheck: int = 100, max_iter_cap: int = 10 ** 9):
+                 recheck: int = 100):
         if budget_s <= 0:
             raise ValueError(f"SOLVER.TIME_BUDGET={budget_s}: expected seconds > 0")
         self.budget_s = float(budget_s)
@@ -105,7 +105,6 @@ class TimeBudget(HookBase):
         self.skip = int(skip)
         self.measure = max(1, int(measure))
         self.recheck = max(1, int(recheck))
-        self.max_iter_cap = int(max_iter_cap)
         self.seconds_per_iter = None
         self._t0 = self._tm = None
 
@@ -126,7 +125,7 @@ class TimeBudget(HookBase):
         now = time.perf_counter()
         spi = (now - self._tm) / timed
         left = self.budget_s - (now - self._t0)
-        new_max = min(self.max_iter_cap, self.trainer.iter + 1 + max(1, int(left / spi)))
+        new_max = self.trainer.iter + 1 + max(1, int(left / spi))
         new_max, spi = comm.all_gather((new_max, spi))[0]
         self.seconds_per_iter = spi
         if new_max != self.trainer.max_iter:
