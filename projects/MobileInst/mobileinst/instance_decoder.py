@@ -23,6 +23,8 @@ from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from torch import nn
 
+from .layers import get_norm
+
 
 def sine_position_embedding(x: torch.Tensor, num_feats: int, temperature: float = 10000.0) -> torch.Tensor:
     """DETR's normalised sine embedding for a (B, C, H, W) map -> (B, H*W, 2*num_feats)."""
@@ -159,7 +161,7 @@ class DualInstanceDecoder(nn.Module):
             # class features on X_mask, averaged over each query's soft mask
             self.class_features = nn.Sequential(
                 nn.Conv2d(mask_channels, mask_channels, 3, padding=1, bias=False),
-                nn.GroupNorm(math.gcd(32, mask_channels), mask_channels), nn.ReLU(inplace=True),
+                get_norm("GN", mask_channels), nn.ReLU(inplace=True),
                 nn.Conv2d(mask_channels, mask_channels, 1), nn.ReLU(inplace=True),
             )
             self.pooled_cls = nn.Sequential(
