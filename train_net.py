@@ -47,7 +47,14 @@ from mobileinst.data import (  # noqa: E402
     check_num_classes,
     get_train_dataset_dicts,
 )
-from mobileinst.engine import ModelEMA, ProgressBar, TimeBudget, build_optimizer, scaled_steps  # noqa: E402
+from mobileinst.engine import (  # noqa: E402
+    ModelEMA,
+    ProgressBar,
+    TimeBudget,
+    build_optimizer,
+    scaled_steps,
+    split_cpu_threads,
+)
 from mobileinst.evaluation import MobileInstCOCOEvaluator, YTVISEvaluator  # noqa: E402
 from mobileinst.utils.checkpoint import build_checkpointer  # noqa: E402
 
@@ -100,7 +107,7 @@ class Trainer(DefaultTrainer):
         # annotations without a usable mask dropped (one warning), then images
         # without objects as DATALOADER.FILTER_EMPTY_ANNOTATIONS says (videos all kept)
         dataset = get_train_dataset_dicts(cfg)
-        return build_detection_train_loader(cfg, mapper=build_train_mapper(cfg), dataset=dataset)
+        return build_detection_train_loader(cfg, mapper=build_train_mapper(cfg, dataset), dataset=dataset)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
@@ -168,6 +175,7 @@ def setup(args):
     cfg.freeze()
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="mobileinst")
+    split_cpu_threads(cfg.MODEL.DEVICE)  # --num-gpus N on a CPU machine: N processes share the cores
     return cfg
 
 

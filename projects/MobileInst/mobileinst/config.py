@@ -186,6 +186,13 @@ def add_mobileinst_config(cfg):
     # ---- data ----------------------------------------------------------------
     cfg.INPUT.SAMPLING_FRAME_RANGE = 5  # d in [1, range] for frame pairs
     cfg.INPUT.PSEUDO_VIDEO = False  # COCO images as 2-view pseudo videos
+    # Beyond the paper: copy-paste (mobileinst.data.copy_paste). With probability
+    # PROB a training image gets 1..MAX_OBJECTS objects of another training image
+    # pasted on (images only; video pairs are not pasted).
+    cfg.INPUT.COPY_PASTE = CN()
+    cfg.INPUT.COPY_PASTE.ENABLED = False
+    cfg.INPUT.COPY_PASTE.PROB = 0.5
+    cfg.INPUT.COPY_PASTE.MAX_OBJECTS = 3
 
     # ---- solver ----------------------------------------------------------------
     cfg.SOLVER.OPTIMIZER = "ADAMW"

@@ -16,13 +16,14 @@ def is_video_dataset(dataset_name: str) -> bool:
     return MetadataCatalog.get(dataset_name).get("evaluator_type", None) == "ytvis"
 
 
-def build_train_mapper(cfg):
-    """Frame-pair mapper for video sets (and pseudo videos), else the image mapper."""
+def build_train_mapper(cfg, dataset_dicts=None):
+    """Frame-pair mapper for video sets (and pseudo videos), else the image mapper
+    (``dataset_dicts``: the training set, which copy-paste takes objects from)."""
     if is_video_dataset(cfg.DATASETS.TRAIN[0]) or cfg.INPUT.PSEUDO_VIDEO:
         from .ytvis_mapper import build_pair_mapper
 
         return build_pair_mapper(cfg)
-    return MobileInstDatasetMapper(cfg, is_train=True)
+    return MobileInstDatasetMapper(cfg, is_train=True, dataset_dicts=dataset_dicts)
 
 
 def build_test_mapper(cfg, dataset_name: str):
