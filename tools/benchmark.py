@@ -76,9 +76,14 @@ def gflops(model, inputs) -> float:
         return float(sum(flop_count_operators(model, inputs).values()))
 
 
+# Timing needs no weights: the model and its backbone's ImageNet weights are off
+# unless given (--weights, or these keys in the opts).
+NO_WEIGHTS = ["MODEL.WEIGHTS", "", "MODEL.TOPFORMER.WEIGHTS", "", "MODEL.SEAFORMER.WEIGHTS", "",
+              "MODEL.MOBILENETV2.WEIGHTS", ""]
+
+
 def mobileinst_cfg(args):
-    return load_mobileinst_config(args.config_file, ["MODEL.WEIGHTS", ""] + list(args.opts), device="cpu",
-                                  freeze=False)
+    return load_mobileinst_config(args.config_file, NO_WEIGHTS + list(args.opts), device="cpu", freeze=False)
 
 
 def bench_mobileinst(args, image):
@@ -92,6 +97,7 @@ def bench_mobileinst(args, image):
         model = fuse_conv_bn(model)
     inputs = [{"image": image}]
     res = {"config": os.path.relpath(args.config_file, ROOT), "params_M": round(params, 3),
+           "backbone_params_M": round(count_params(raw_model.backbone), 3),
            "input_hw": list(image.shape[-2:]), "bn_fused": not args.no_fuse}
     res["gflops"] = round(gflops(model, inputs), 3)
     with torch.no_grad():
@@ -418,6 +424,7 @@ def main(argv=None):
     for name, r in rows:
         print(f"{name[:34]:<34}{'x'.join(map(str, r['input_hw'])):>12}{r['params_M']:>10.2f}{r['gflops']:>9.2f}"
               f"{r['latency_ms']:>10.1f}{r['gflops_per_s']:>9.1f}")
+    print(f"MobileInst backbone: {mi['backbone_params_M']:.2f} M parameters")
     print("MobileInst modules (ms): " + ", ".join(f"{k} {v}" for k, v in mi["modules_ms"].items()))
     if "speedup_vs_mask_rcnn" in report:
         print(f"MobileInst is {report['speedup_vs_mask_rcnn']}x faster than Mask R-CNN R50-FPN")
