@@ -10,8 +10,10 @@ groups and gradient clipping (``mobileinst.engine``), MobileInst's dataset
 mappers, the evaluator chosen by the dataset's ``evaluator_type``, and the
 optional EMA, time-budget and progress-bar hooks (SOLVER.EMA,
 SOLVER.TIME_BUDGET, SOLVER.PROGRESS_BAR). Checkpoints are read as data and
-must fit the model (``MobileInstCheckpointer``); NUM_CLASSES is checked
-against every training and test set before training starts.
+must fit the model (``MobileInstCheckpointer``); the weights training starts
+from (MODEL.WEIGHTS, else the backbone's ImageNet file) are checked before
+anything is built, and NUM_CLASSES against every training and test set before
+training starts.
 """
 import logging
 import os
@@ -57,6 +59,7 @@ from mobileinst.engine import (  # noqa: E402
 )
 from mobileinst.evaluation import MobileInstCOCOEvaluator, YTVISEvaluator  # noqa: E402
 from mobileinst.utils.checkpoint import build_checkpointer  # noqa: E402
+from mobileinst.utils.pretrained import check_start_weights  # noqa: E402
 
 
 class Trainer(DefaultTrainer):
@@ -70,6 +73,10 @@ class Trainer(DefaultTrainer):
         if not logger.isEnabledFor(logging.INFO):
             setup_logger()
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        # the file training starts from, before the model and the data (a run with
+        # a last checkpoint may resume from that instead of MODEL.WEIGHTS)
+        if not (cfg.MODEL.WEIGHTS and os.path.exists(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))):
+            check_start_weights(cfg)
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)

@@ -42,6 +42,7 @@ from mobileinst.postprocess import score_queries  # noqa: E402
 from mobileinst.utils.checkpoint import load_weights  # noqa: E402
 from mobileinst.utils.fuse import fuse_conv_bn  # noqa: E402
 from mobileinst.utils.machine import machine_info  # noqa: E402
+from mobileinst.utils.pretrained import backbone_weights_key  # noqa: E402
 from mobileinst.video.tracker import VideoTracker  # noqa: E402
 from mobileinst_runtime.files import atomic_write_json  # noqa: E402
 
@@ -76,14 +77,13 @@ def gflops(model, inputs) -> float:
         return float(sum(flop_count_operators(model, inputs).values()))
 
 
-# Timing needs no weights: the model and its backbone's ImageNet weights are off
-# unless given (--weights, or these keys in the opts).
-NO_WEIGHTS = ["MODEL.WEIGHTS", "", "MODEL.TOPFORMER.WEIGHTS", "", "MODEL.SEAFORMER.WEIGHTS", "",
-              "MODEL.MOBILENETV2.WEIGHTS", ""]
-
-
-def mobileinst_cfg(args):
-    return load_mobileinst_config(args.config_file, NO_WEIGHTS + list(args.opts), device="cpu", freeze=False)
+def mobileinst_cfg(args, opts=()):
+    """The config with random weights: timing needs neither trained weights
+    (``--weights`` loads them) nor the backbone's ImageNet file."""
+    cfg = load_mobileinst_config(args.config_file, ["MODEL.WEIGHTS", ""] + list(args.opts) + list(opts),
+                                 device="cpu", freeze=False)
+    cfg.merge_from_list([backbone_weights_key(cfg), ""])
+    return cfg
 
 
 def bench_mobileinst(args, image):
@@ -291,7 +291,7 @@ def _bench_training_steps(args):
 
     runs = []
     for variant in [""] + list(args.variant):
-        cfg = load_mobileinst_config(args.config_file, list(args.opts) + variant.split(), device="cpu")
+        cfg = mobileinst_cfg(args, variant.split())
         torch.manual_seed(0)
         model = Trainer.build_model(cfg)
         optimizer = Trainer.build_optimizer(cfg, model)

@@ -2,7 +2,11 @@
 """Config keys of MobileInst.
 
 Every value that the paper does not give (see MOBILEINST.md, "DEFAULT") has a
-key here so that it can be changed from YAML or the command line.
+key here so that it can be changed from YAML or the command line. Each default
+is the paper's form: a value the paper gives, else the DEFAULT borrowed from
+the work it builds on (SparseInst, TopFormer, DETR, Mask2Former, MinVIS), and
+every option beyond the paper is off; the exceptions are marked "Ours" and
+listed in docs/defaults.md with what they were measured to cost or give.
 """
 from detectron2.config import CfgNode as CN
 
@@ -27,21 +31,32 @@ def add_mobileinst_config(cfg):
     cfg.MODEL.MOBILEINST = CN()
     mi = cfg.MODEL.MOBILEINST
     mi.NUM_CLASSES = 80
-    # Pad inputs to a multiple of this; 64 keeps X_mask (1/8) an exact 8x of
-    # X6 (1/64) so the max-pool to X_L is a fixed-window pool (exportable).
+    # Ours: pad inputs to a multiple of this; 64 keeps X_mask (1/8) an exact 8x
+    # of X6 (1/64) so the max-pool to X_L is a fixed-window pool (exportable).
     mi.SIZE_DIVISIBILITY = 64
-    # Backbone feature names, in the order X3, X4, X5, X6.
-    mi.IN_FEATURES = ["x3", "x4", "x5", "x6"]
+    # Backbone features used as the local features X3, X4, X5, in stride order
+    # (X3 at stride 8); e.g. ["res3", "res4", "res5"] for detectron2's ResNet.
+    mi.IN_FEATURES = ["x3", "x4", "x5"]
+    # The backbone feature used as the global feature X6 (TopFormer's and
+    # MobileNetV2's "x6", stride 64). "" derives X6 from X5 by average pooling
+    # to stride 64, for backbones without a global branch (mobileinst.features).
+    mi.GLOBAL_FEATURE = "x6"
 
     # ---- semantic-enhanced mask decoder -> X_mask (1/8) -------------------
     mi.MASK_DECODER = CN()
-    mi.MASK_DECODER.CHANNELS = 128  # DEFAULT (paper: not given; 256 in MOBILEINST.md)
-    mi.MASK_DECODER.KERNEL_DIM = 128  # channels of X_mask and of the kernels K
-    mi.MASK_DECODER.NORM = "BN"
-    # Append 2 normalised coordinate channels before the output conv
-    # (as SparseInst's mask branch does); helps kernels tell instances apart.
-    mi.MASK_DECODER.COORD_FEATURES = True
-    # Use depthwise-separable 3x3 convs in the fusion blocks (faster on CPU).
+    # Ours: width of the fusion blocks, 128 (paper: not given; MOBILEINST.md's
+    # DEFAULT is SparseInst's 256). With the paper's plain 3x3 convs, 256 makes
+    # TopFormer-base 18.5 GFLOPs at 640x853 against 7.5 (docs/defaults.md),
+    # more than the paper's phone latency leaves room for. Accuracy unmeasured.
+    mi.MASK_DECODER.CHANNELS = 128
+    mi.MASK_DECODER.KERNEL_DIM = 128  # channels of X_mask and of the kernels K (DEFAULT)
+    mi.MASK_DECODER.NORM = "BN"  # norm of the fusion convs (DEFAULT: BN)
+    # Beyond the paper (off): append 2 normalised coordinate channels before the
+    # output conv, as SparseInst's decoder does. Unmeasured against off.
+    mi.MASK_DECODER.COORD_FEATURES = False
+    # Beyond the paper (off; the paper's fusion convs are plain 3x3 convs):
+    # depthwise-separable 3x3 convs in the fusion blocks, 2.4x faster mask
+    # decoder on one CPU core (tools/benchmark.py); accuracy unmeasured.
     mi.MASK_DECODER.DEPTHWISE = False
     # Stride of X_mask: 8 (paper) or 4 (beyond the paper: one more top-down
     # level on the backbone's stride-4 feature HIGH_RES_FEATURE; finer masks
@@ -51,6 +66,8 @@ def add_mobileinst_config(cfg):
 
     # ---- dual transformer instance decoder ---------------------------------
     mi.DECODER = CN()
+    # DEFAULTS (MOBILEINST.md): N = 100 queries, hidden 256, 8 heads, FFN 512,
+    # pre-norm; no dropout (Mask2Former's).
     mi.DECODER.NUM_QUERIES = 100
     mi.DECODER.HIDDEN_DIM = 256
     mi.DECODER.NUM_HEADS = 8
@@ -72,14 +89,17 @@ def add_mobileinst_config(cfg):
     # Beyond the paper: add class logits from features of X_mask averaged
     # inside each query's soft mask (an MLP head); shapes classes learn faster.
     mi.DECODER.POOLED_CLASS_HEAD = False
-    # Also supervise the global stage's queries (through the shared heads).
+    # Beyond the paper: also supervise the global stage's queries (through the
+    # shared heads).
     mi.DECODER.DEEP_SUPERVISION = False
     # Upsample the mask logits (on the grid of X_mask) by this factor for
     # losses and inference; OUTPUT_STRIDE / MASK_UPSAMPLE must be an integer.
+    # DEFAULT 2 (SparseInst's SCALE_FACTOR; the paper: "upsampled").
     mi.DECODER.MASK_UPSAMPLE = 2
 
     # ---- loss ---------------------------------------------------------------
     mi.LOSS = CN()
+    # The paper: L = 2 L_cls + 2 L_mask (dice + pixel-wise BCE) + 1 L_obj.
     mi.LOSS.CLASS_WEIGHT = 2.0
     mi.LOSS.MASK_DICE_WEIGHT = 2.0
     mi.LOSS.MASK_PIXEL_WEIGHT = 2.0
@@ -91,9 +111,10 @@ def add_mobileinst_config(cfg):
     # position of its feature map that one ground-truth mask covers by more
     # than half (dense class supervision; each object gives many samples).
     mi.LOSS.DENSE_CLASS_WEIGHT = 0.0
-    mi.LOSS.FOCAL_ALPHA = 0.25
-    mi.LOSS.FOCAL_GAMMA = 2.0
+    mi.LOSS.FOCAL_ALPHA = 0.25  # DEFAULT (focal loss)
+    mi.LOSS.FOCAL_GAMMA = 2.0  # DEFAULT (focal loss)
     # Threshold on mask probabilities when computing the IoU target of L_obj.
+    # DEFAULT 0.4 (SparseInst's).
     mi.LOSS.IOU_MASK_THRESHOLD = 0.4
 
     # ---- matcher (SparseInst's score = dice^alpha * p_cls^beta) -------------
@@ -103,11 +124,12 @@ def add_mobileinst_config(cfg):
 
     # ---- inference -----------------------------------------------------------
     mi.INFERENCE = CN()
+    # DEFAULTS (SparseInst's post-processing, MOBILEINST.md).
     mi.INFERENCE.CLS_THRESHOLD = 0.005
     mi.INFERENCE.MASK_THRESHOLD = 0.45
     mi.INFERENCE.MAX_DETECTIONS = 100
-    # Rank all (query, class) pairs (Mask2Former) instead of one class per
-    # query (SparseInst, the paper's default).
+    # Beyond the paper: rank all (query, class) pairs (Mask2Former) instead of
+    # one class per query (SparseInst, the paper's default).
     mi.INFERENCE.MULTI_CLASS = False
     # Beyond the paper (which is NMS-free): > 0 decays the scores of same-class
     # duplicate masks with Matrix NMS (SOLOv2, Gaussian kernel, this sigma).
@@ -116,14 +138,17 @@ def add_mobileinst_config(cfg):
 
     # ---- video ---------------------------------------------------------------
     mi.VIDEO = CN()
-    # Temporal query passing during training on frame pairs (t, t+d).
+    # Temporal query passing during training on frame pairs (t, t+d): the
+    # paper's video training (on in the YouTube-VIS configs).
     mi.VIDEO.QUERY_PASSING = False
-    # Also supervise frame t (besides t+d) when training on pairs.
+    # Also supervise frame t (besides t+d) when training on pairs (DEFAULT).
     mi.VIDEO.SUPERVISE_KEY_FRAME = True
-    # Kernel reuse: run the instance decoder every T frames.
+    # Kernel reuse: run the instance decoder every T frames (the paper's T = 3).
     mi.VIDEO.REUSE_INTERVAL = 3
     # Beyond the paper: non-keyframes also reuse the keyframe's global
-    # features X6 (skipping the backbone's transformer blocks).
+    # features X6. A backbone that takes X6 (TopFormer, MobileNetV2) then skips
+    # its transformer blocks; with any other backbone, or a derived X6
+    # (GLOBAL_FEATURE ""), the decoders get the keyframe's X6 and nothing is saved.
     mi.VIDEO.REUSE_GLOBAL_FEATURES = False
     # Beyond the paper: non-keyframes run the backbone and the mask decoder on
     # the frame resized by this factor (the keyframe's kernels, 1x1 dynamic
@@ -131,7 +156,8 @@ def add_mobileinst_config(cfg):
     # On a desktop CPU the instance decoder that kernel reuse skips is ~5% of a
     # frame; this is what makes T > 1 pay off there.
     mi.VIDEO.NONKEY_SCALE = 1.0
-    # Kernel association between keyframes (cosine similarity, Hungarian).
+    # Kernel association between keyframes (the paper: cosine similarity;
+    # DEFAULT, MinVIS's: Hungarian assignment).
     mi.VIDEO.ASSOCIATION = True
     # Beyond the paper: > 0 first matches confident tracks (keyframe score >
     # ASSOCIATION_SCORE_THRESHOLD) to confident queries on 1 - cosine + this
@@ -143,33 +169,38 @@ def add_mobileinst_config(cfg):
     mi.VIDEO.ASSOCIATION_MASK_WEIGHT = 0.0
     mi.VIDEO.ASSOCIATION_SCORE_THRESHOLD = 0.2
     mi.VIDEO.ASSOCIATION_MIN_IOU = 0.1
-    # YouTube-VIS output: keep the top-k (query, class) pairs per video.
+    # YouTube-VIS output: keep the top-k (query, class) pairs per video
+    # (DEFAULT 10, MinVIS's).
     mi.VIDEO.MAX_TRACKS = 10
-    # RLE-encode a track's mask on a frame only where its keyframe score is
-    # above this (keeps per-frame cost and output size bounded).
+    # Ours: RLE-encode a track's mask on a frame only where its keyframe score
+    # is above this (keeps per-frame cost and output size bounded).
     mi.VIDEO.TRACK_SCORE_THRESHOLD = 0.05
 
-    # Beyond the paper: keep conv weights and the input batch in NHWC memory
-    # format (torch.channels_last): the same function, about 35% less backbone
+    # Ours (on; computes the same function): keep conv weights and the input
+    # batch in NHWC memory format (torch.channels_last): about 35% less backbone
     # time in PyTorch eager on one CPU core and about 19% less training time.
     mi.CHANNELS_LAST = True
 
-    # MODEL.WEIGHTS must fit the model key for key and shape for shape, except
-    # for a class head of another number of classes (skipped) and backbone-only
-    # (ImageNet) weights; anything else raises an error naming the keys.
+    # Ours (loading, not the model): MODEL.WEIGHTS must fit the model key for
+    # key and shape for shape, except for a class head of another number of
+    # classes (skipped) and backbone-only (ImageNet) weights; anything else
+    # raises an error naming the keys.
     # False: detectron2's behaviour (load whatever fits, warn about the rest).
     mi.CHECKPOINT_STRICT = True
 
     # ---- backbones -------------------------------------------------------------
     cfg.MODEL.TOPFORMER = CN()
     cfg.MODEL.TOPFORMER.VARIANT = "base"  # tiny | small | base
-    # Path to an official TopFormer ImageNet checkpoint (weights only), or "".
+    # Path to an official TopFormer ImageNet checkpoint (weights only), or ""
+    # (random initialisation). The COCO configs name the official file under
+    # pretrained/; read only when MODEL.WEIGHTS is "" (mobileinst.utils.pretrained).
     cfg.MODEL.TOPFORMER.WEIGHTS = ""
-    cfg.MODEL.TOPFORMER.DROP_PATH_RATE = 0.1
-    cfg.MODEL.TOPFORMER.NORM = "BN"
-    # Norm of the token pyramid and of the semantic-injection local branch (the
-    # full-resolution convs); "" = NORM. Lets small-batch training keep BN where
-    # it has many positions and use GN on the 1/64 token grid.
+    cfg.MODEL.TOPFORMER.DROP_PATH_RATE = 0.1  # DEFAULT (TopFormer's)
+    cfg.MODEL.TOPFORMER.NORM = "BN"  # TopFormer's
+    # Beyond the paper (off): norm of the token pyramid and of the semantic-
+    # injection local branch (the full-resolution convs); "" = NORM. Lets
+    # small-batch training keep BN where it has many positions and use GN on
+    # the 1/64 token grid.
     cfg.MODEL.TOPFORMER.PYRAMID_NORM = ""
 
     cfg.MODEL.SEAFORMER = CN()
@@ -184,10 +215,13 @@ def add_mobileinst_config(cfg):
     cfg.MODEL.SEAFORMER.NORM = "BN"
 
     cfg.MODEL.MOBILENETV2 = CN()
-    # Path to torchvision's MobileNetV2 ImageNet state dict, or "".
+    # Path to torchvision's MobileNetV2 ImageNet state dict, or "" (as
+    # TOPFORMER.WEIGHTS: read only when MODEL.WEIGHTS is "").
     cfg.MODEL.MOBILENETV2.WEIGHTS = ""
     cfg.MODEL.MOBILENETV2.WIDTH_MULT = 1.0
-    # Channels of X3..X5 after semantic injection.
+    # Ours (the paper does not say how MobileNetV2 gives X6): TopFormer-base's
+    # token transformer and semantic injection on MobileNetV2's levels, with
+    # these channels of X3..X5, heads, blocks and drop path. Unmeasured.
     cfg.MODEL.MOBILENETV2.OUT_CHANNELS = 256
     cfg.MODEL.MOBILENETV2.NUM_HEADS = 8
     cfg.MODEL.MOBILENETV2.DEPTH = 4
@@ -195,8 +229,8 @@ def add_mobileinst_config(cfg):
     cfg.MODEL.MOBILENETV2.NORM = "BN"
 
     # ---- data ----------------------------------------------------------------
-    cfg.INPUT.SAMPLING_FRAME_RANGE = 5  # d in [1, range] for frame pairs
-    cfg.INPUT.PSEUDO_VIDEO = False  # COCO images as 2-view pseudo videos
+    cfg.INPUT.SAMPLING_FRAME_RANGE = 5  # d in [1, range] for frame pairs (DEFAULT)
+    cfg.INPUT.PSEUDO_VIDEO = False  # beyond the paper: COCO images as 2-view pseudo videos
     # Beyond the paper: copy-paste (mobileinst.data.copy_paste). With probability
     # PROB a training image gets 1..MAX_OBJECTS objects of another training image
     # pasted on (images only; video pairs are not pasted).
@@ -206,18 +240,20 @@ def add_mobileinst_config(cfg):
     cfg.INPUT.COPY_PASTE.MAX_OBJECTS = 3
 
     # ---- solver ----------------------------------------------------------------
+    # DEFAULTS (SparseInst's optimiser): AdamW, the backbone at the base LR.
     cfg.SOLVER.OPTIMIZER = "ADAMW"
     cfg.SOLVER.BACKBONE_MULTIPLIER = 1.0
     cfg.SOLVER.AMSGRAD = False
-    # Exponential moving average of the weights (mobileinst.engine.ModelEMA),
-    # copied into the model when training ends: model_final.pth and the final
-    # evaluation use the averaged weights. DECAY warms up as (1 + n) / (10 + n).
+    # Beyond the paper: exponential moving average of the weights
+    # (mobileinst.engine.ModelEMA), copied into the model when training ends:
+    # model_final.pth and the final evaluation use the averaged weights. DECAY
+    # warms up as (1 + n) / (10 + n).
     cfg.SOLVER.EMA = CN()
     cfg.SOLVER.EMA.ENABLED = False
     cfg.SOLVER.EMA.DECAY = 0.999
-    # Seconds of training (0 = off): after the first iterations the measured
-    # speed sets MAX_ITER to the iterations that fit, and STEPS keep their
-    # fractions of the config's MAX_ITER (mobileinst.engine.TimeBudget).
+    # Ours: seconds of training (0 = off): after the first iterations the
+    # measured speed sets MAX_ITER to the iterations that fit, and STEPS keep
+    # their fractions of the config's MAX_ITER (mobileinst.engine.TimeBudget).
     cfg.SOLVER.TIME_BUDGET = 0.0
     # A tqdm progress bar with the ETA on the main process.
     cfg.SOLVER.PROGRESS_BAR = False

@@ -23,6 +23,7 @@ from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from torch import nn
 
+from .features import global_feature_key
 from .layers import get_norm
 
 
@@ -176,7 +177,7 @@ class DualInstanceDecoder(nn.Module):
         c = cfg.MODEL.MOBILEINST
         d = c.DECODER
         return {
-            "global_channels": input_shape[c.IN_FEATURES[3]].channels,
+            "global_channels": input_shape[global_feature_key(cfg)].channels,
             "mask_channels": c.MASK_DECODER.KERNEL_DIM,
             "num_classes": c.NUM_CLASSES,
             "num_queries": d.NUM_QUERIES,

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec
 
+from .features import global_feature_key
 from .layers import get_norm
 from torch import nn
 
@@ -75,7 +76,8 @@ class SemanticEnhancedMaskDecoder(nn.Module):
         """
         super().__init__()
         if len(in_features) != 4:
-            raise ValueError(f"MODEL.MOBILEINST.IN_FEATURES must name X3, X4, X5, X6; got {in_features}")
+            raise ValueError(f"MODEL.MOBILEINST.IN_FEATURES and GLOBAL_FEATURE must name X3, X4, X5 and X6; "
+                             f"got {in_features}")
         self.in_features = list(in_features)
         self.local_features = self.in_features[:3]
         if output_stride not in (4, 8):
@@ -112,7 +114,7 @@ class SemanticEnhancedMaskDecoder(nn.Module):
         c = cfg.MODEL.MOBILEINST
         return {
             "input_shape": input_shape,
-            "in_features": c.IN_FEATURES,
+            "in_features": [*c.IN_FEATURES, global_feature_key(cfg)],
             "channels": c.MASK_DECODER.CHANNELS,
             "kernel_dim": c.MASK_DECODER.KERNEL_DIM,
             "norm": c.MASK_DECODER.NORM,

@@ -1,7 +1,9 @@
 # Copyright (c) MobileInst authors. Licensed under the Apache License 2.0.
 """The MobileInst meta-architecture (paper Fig. 3).
 
-    image -> backbone -> X3, X4, X5 (local), X6 (global)
+    image -> backbone -> X3, X4, X5 (local), X6 (global; IN_FEATURES and
+             GLOBAL_FEATURE name them, or X6 = avgpool(X5) for a backbone
+             without a global branch, ``mobileinst.features``)
           -> semantic-enhanced mask decoder -> X_mask (1/8; 1/4 with
              MASK_DECODER.OUTPUT_STRIDE 4, which also reads the stride-4 X2)
           -> dual instance decoder (Q -> Q_G on X6 -> on X_L) -> cls, obj, K
@@ -13,6 +15,8 @@ training a pair (t, t+d) with "instances" a list of two, trained with
 temporal query passing; for inference a whole clip, segmented and tracked
 online with kernel reuse and kernel association (``mobileinst.video``).
 """
+import inspect
+import logging
 from typing import Dict, List, Optional
 
 import torch
@@ -23,9 +27,13 @@ from detectron2.structures import BitMasks, ImageList, PolygonMasks
 from torch import nn
 
 from .criterion import SetCriterion
+from .features import build_global_feature, global_feature_key
 from .instance_decoder import DualInstanceDecoder
 from .mask_decoder import SemanticEnhancedMaskDecoder
 from .postprocess import class_scores, decay_duplicates, postprocess_instances, score_queries
+from .utils.pretrained import backbone_build_cfg
+
+logger = logging.getLogger(__name__)
 
 
 @META_ARCH_REGISTRY.register()
@@ -37,7 +45,15 @@ class MobileInst(nn.Module):
                  max_detections: int = 100, query_passing: bool = False, supervise_key_frame: bool = True,
                  deep_supervision: bool = False, multi_class: bool = False, nms_sigma: float = 0.0,
                  pooled_class_weight: float = 0.0, dense_class_weight: float = 0.0, channels_last: bool = False,
-                 video_cfg: Optional[dict] = None):
+                 video_cfg: Optional[dict] = None, global_feature: str = "x6",
+                 global_pool: Optional[nn.Module] = None):
+        """
+        Args:
+            global_feature: the key of X6 in the features the decoders read.
+            global_pool: a module that derives X6 from the backbone's features
+                (:class:`mobileinst.features.PooledGlobalFeature`), or None when
+                the backbone gives X6 itself.
+        """
         super().__init__()
         self.backbone = backbone
         self.mask_decoder = mask_decoder
@@ -65,23 +81,32 @@ class MobileInst(nn.Module):
         self.pooled_class_weight = float(pooled_class_weight)
         self.dense_class_weight = float(dense_class_weight)
         self.video_cfg = dict(video_cfg or {})
-        self.global_feature = "x6"
+        self.global_feature = global_feature
+        self.global_pool = global_pool
+        # the backbone computes X6 and can take a given one instead (TopFormer, MobileNetV2)
+        self.backbone_takes_x6 = global_pool is None and "x6" in inspect.signature(backbone.forward).parameters
+        if self.video_cfg.get("reuse_global_features") and not self.backbone_takes_x6:
+            logger.warning(f"MODEL.MOBILEINST.VIDEO.REUSE_GLOBAL_FEATURES: {type(backbone).__name__} cannot take "
+                           f"a given X6 ({'derived' if global_pool is not None else 'no x6 argument'}), so it runs "
+                           "whole on non-keyframes; the decoders get the keyframe's X6 and no time is saved")
         self.channels_last = bool(channels_last)
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
 
     @classmethod
     def from_config(cls, cfg):
-        backbone = build_backbone(cfg)
+        # the backbone's ImageNet file is read only when MODEL.WEIGHTS is empty
+        backbone = build_backbone(backbone_build_cfg(cfg))
         shapes = backbone.output_shape()
         c = cfg.MODEL.MOBILEINST
-        if not all(f in shapes for f in c.IN_FEATURES):
-            raise ValueError(
-                f"MODEL.MOBILEINST.IN_FEATURES={c.IN_FEATURES} but the backbone "
-                f"{cfg.MODEL.BACKBONE.NAME} gives {sorted(shapes)}"
-            )
+        global_pool = build_global_feature(cfg, shapes)
+        key = global_feature_key(cfg)
+        if global_pool is not None:
+            shapes = {**shapes, key: global_pool.output_shape()}
         return {
             "backbone": backbone,
+            "global_feature": key,
+            "global_pool": global_pool,
             "mask_decoder": SemanticEnhancedMaskDecoder(cfg, shapes),
             "instance_decoder": DualInstanceDecoder(cfg, shapes),
             "criterion": SetCriterion(cfg),
@@ -128,10 +153,19 @@ class MobileInst(nn.Module):
     def encode(self, images: torch.Tensor, x6: Optional[torch.Tensor] = None):
         """Backbone + mask decoder: normalised, padded images -> (X6, X_mask).
 
-        With ``x6`` given (a keyframe's global features) the backbone's global
-        transformer is skipped and ``x6`` is injected instead.
+        With ``x6`` given (a keyframe's global features) it replaces this
+        frame's X6. A backbone that takes it (``backbone_takes_x6``) skips its
+        global transformer and injects it into X3..X5; any other backbone, and
+        a derived X6, run as usual and only the decoders see the given X6.
         """
-        features = self.backbone(images) if x6 is None else self.backbone(images, x6=x6)
+        if x6 is not None and self.backbone_takes_x6:
+            features = self.backbone(images, x6=x6)
+        else:
+            features = self.backbone(images)
+            if x6 is not None:
+                features = {**features, self.global_feature: x6}
+            elif self.global_pool is not None:
+                features = {**features, self.global_feature: self.global_pool(features)}
         return features[self.global_feature], self.mask_decoder(features)
 
     def mask_logits(self, kernels: torch.Tensor, x_mask: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,9 @@
 * :func:`read_state_dict` / :func:`load_backbone_weights`: backbone ImageNet
   weights (``MODEL.TOPFORMER.WEIGHTS``, ``MODEL.SEAFORMER.WEIGHTS``,
   ``MODEL.MOBILENETV2.WEIGHTS``).
+
+Paths under ``pretrained/`` (here and in ``MODEL.WEIGHTS``) are looked for in
+``$MOBILEINST_PRETRAINED`` when it is set (:mod:`mobileinst.utils.pretrained`).
 """
 import importlib
 import logging
@@ -33,6 +36,8 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.checkpoint.c2_model_loading import align_and_update_state_dicts
 from detectron2.utils.file_io import PathManager
 from fvcore.common.checkpoint import _strip_prefix_if_present
+
+from .pretrained import resolve_pretrained
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +61,9 @@ _CONTAINER_KEYS = ("state_dict_ema", "state_dict", "model")
 # Prefixes added by wrappers (DDP, mmseg/mmcls "backbone.").
 _PREFIXES = ("module.", "backbone.")
 # ImageNet classification heads that a dense-prediction backbone drops
-# (SeaFormer's is ``linear.``).
-_HEAD_PREFIXES = ("head.", "classifier.", "fc.", "norm_head.", "linear.")
+# (SeaFormer's is ``linear.``; "fc1000." is the classifier of detectron2's Caffe2
+# ImageNet ResNets, R-50.pkl).
+_HEAD_PREFIXES = ("head.", "classifier.", "fc.", "fc1000.", "norm_head.", "linear.")
 # Parameters whose first dimension is the number of classes: a checkpoint
 # trained on another class set (COCO -> YouTube-VIS) skips them.
 CLASS_HEAD_PREFIXES = ("instance_decoder.cls_head.", "instance_decoder.pooled_cls.")
@@ -301,6 +307,7 @@ class MobileInstCheckpointer(DetectionCheckpointer):
     # ---- reading -------------------------------------------------------------
     def load(self, path, *args, **kwargs):
         if path:
+            path = resolve_pretrained(path)  # pretrained/... -> $MOBILEINST_PRETRAINED/...
             local = urlparse(path)._replace(query="").geturl()
             if "://" not in local:  # a local file: say which field names it
                 _check_exists(local, self.field)
@@ -444,8 +451,11 @@ def read_state_dict(path: str, field: str = "weights") -> Dict[str, torch.Tensor
     Accepts a plain state dict or one wrapped in ``{"state_dict_ema": ...}``,
     ``{"state_dict": ...}`` or ``{"model": ...}`` (taken in that order, as the
     official TopFormer / SeaFormer loaders do); strips ``module.`` and
-    ``backbone.`` prefixes.
+    ``backbone.`` prefixes. A path under ``pretrained/`` is looked for in
+    ``$MOBILEINST_PRETRAINED`` when set
+    (:func:`mobileinst.utils.pretrained.resolve_pretrained`).
     """
+    path = resolve_pretrained(path)
     try:
         obj = torch_load_weights(path, field)
     except RuntimeError as e:
