@@ -7,7 +7,6 @@ import pytest
 import torch
 from conftest import ROOT
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import CfgNode as CN
 from detectron2.modeling import build_model
 
 from mobileinst.config import load_mobileinst_config
@@ -70,12 +69,13 @@ def test_backbone_weights_key_follows_the_builder_name():
     assert backbone_weights_key(cfg) == "MODEL.TOPFORMER.WEIGHTS"
     cfg.MODEL.BACKBONE.NAME = "build_mobilenetv2_backbone"
     assert backbone_weights_key(cfg) == "MODEL.MOBILENETV2.WEIGHTS"
-    # a backbone with its own node (e.g. SeaFormer's MODEL.SEAFORMER) is covered once the node exists
     cfg.MODEL.BACKBONE.NAME = "build_seaformer_backbone"
-    assert backbone_weights_key(cfg) == "MODEL.WEIGHTS"
-    cfg.MODEL.SEAFORMER = CN({"WEIGHTS": "pretrained/SeaFormer_B.pth"})
+    cfg.MODEL.SEAFORMER.WEIGHTS = "pretrained/SeaFormer_B.pth"
     assert backbone_weights_key(cfg) == "MODEL.SEAFORMER.WEIGHTS"
     assert start_weights(cfg) == ("MODEL.SEAFORMER.WEIGHTS", "pretrained/SeaFormer_B.pth")
+    # a builder without a node of its own starts from MODEL.WEIGHTS
+    cfg.MODEL.BACKBONE.NAME = "build_custom_backbone"
+    assert backbone_weights_key(cfg) == "MODEL.WEIGHTS"
     # detectron2's backbones start from MODEL.WEIGHTS
     assert backbone_weights_key(_cfg(R50)) == "MODEL.WEIGHTS"
 
