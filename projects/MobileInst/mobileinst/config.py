@@ -118,7 +118,16 @@ def add_mobileinst_config(cfg):
     mi.VIDEO = CN()
     # Temporal query passing during training on frame pairs (t, t+d).
     mi.VIDEO.QUERY_PASSING = False
-    # Also supervise frame t (besides t+d) when training on pairs.
+    # How query passing supervises a pair. "paper": frame t+d runs the whole
+    # model with all losses and its own matching M^{t+d}; frame t's global-stage
+    # queries through frame t+d's local stage give masks supervised under the
+    # same M^{t+d} by the mask losses only (dice + pixel BCE, "_qp").
+    # "matched" (this project's earlier variant): the passed queries are matched
+    # on their own and get every loss ("_qp"); frame t+d's own prediction is not
+    # computed.
+    mi.VIDEO.QUERY_PASSING_MODE = "paper"
+    # Also supervise frame t as an image (its own queries, matching and all
+    # losses) when training on pairs with query passing.
     mi.VIDEO.SUPERVISE_KEY_FRAME = True
     # Kernel reuse: run the instance decoder every T frames.
     mi.VIDEO.REUSE_INTERVAL = 3
