@@ -1,6 +1,5 @@
 """Frame-pair mapper, pseudo videos, query-passing training and video evaluation with the stock trainer."""
 import numpy as np
-import pytest
 import torch
 from conftest import small_cfg
 from detectron2.data import DatasetCatalog

@@ -195,6 +195,11 @@ def add_mobileinst_config(cfg):
     # ---- data ----------------------------------------------------------------
     cfg.INPUT.SAMPLING_FRAME_RANGE = 5  # d in [1, range] for frame pairs
     cfg.INPUT.PSEUDO_VIDEO = False  # COCO images as 2-view pseudo videos
+    # Shares of the training samples drawn from each set of DATASETS.TRAIN (same
+    # order; normalised to sum 1), e.g. (1.0, 0.75) for YouTube-VIS videos and
+    # COCO pseudo videos (mobileinst.data.sampler). Empty: every sample of every
+    # set alike (detectron2's DATALOADER.SAMPLER_TRAIN).
+    cfg.DATASETS.TRAIN_RATIOS = ()
 
     # ---- solver ----------------------------------------------------------------
     cfg.SOLVER.OPTIMIZER = "ADAMW"
