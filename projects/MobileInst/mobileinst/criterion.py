@@ -9,10 +9,10 @@
 Sums are normalised by the number of target instances (averaged over all
 processes), as in DETR and SparseInst.
 
-``SetCriterion(outputs, targets)`` matches and returns all four losses;
-``match`` gives the assignment M alone and ``mask_losses`` supervises other
-outputs with a given M by L_mask only (the passed branch of temporal query
-passing, which shares frame t+d's M^{t+d}).
+``SetCriterion(outputs, targets)`` matches and returns all four losses; it can
+also return the assignment M it used, and supervise other outputs under a given
+M by L_mask alone (the passed branch of temporal query passing, which shares
+frame t+d's M^{t+d}).
 """
 from typing import Dict, List, Optional, Tuple
 
@@ -81,45 +81,34 @@ class SetCriterion(nn.Module):
             "iou_threshold": c.LOSS.IOU_MASK_THRESHOLD,
         }
 
-    def forward(self, outputs: Dict[str, torch.Tensor], targets: List[dict],
-                indices: Optional[Indices] = None) -> Dict[str, torch.Tensor]:
+    def forward(self, outputs: Dict[str, torch.Tensor], targets: List[dict], indices: Optional[Indices] = None,
+                mask_only: bool = False, return_indices: bool = False):
         """
         Args:
             outputs: "pred_logits" (B, N, C), "pred_objectness" (B, N),
-                "pred_masks" (B, N, h, w) mask logits.
+                "pred_masks" (B, N, h, w) mask logits ("pred_masks" alone with
+                ``mask_only`` and ``indices``).
             targets: per image {"labels": (M,), "masks": (M, h, w) in [0, 1]}
                 at the resolution of "pred_masks".
-            indices: the assignment M of queries to targets (as :meth:`match`
-                returns it) to use instead of matching these outputs.
+            indices: an assignment M of queries to targets, per image (query
+                indices, target indices), to use instead of matching these outputs
+                (the passed branch of temporal query passing shares frame t+d's M^{t+d}).
+            mask_only: L_mask alone (loss_dice and loss_mask), no class or
+                objectness term.
+            return_indices: also return the assignment used.
         Returns:
-            weighted losses: loss_cls, loss_dice, loss_mask, loss_objectness.
+            weighted losses: loss_cls, loss_dice, loss_mask, loss_objectness (or
+            the two of L_mask); with ``return_indices``, (losses, M).
         """
-        return self._in_float32(outputs, targets, indices, self.weights)
-
-    def match(self, outputs: Dict[str, torch.Tensor], targets: List[dict]) -> Indices:
-        """The bipartite matching M of ``outputs`` to ``targets``: per image
-        (query indices, target indices)."""
-        return self.matcher(outputs["pred_logits"], outputs["pred_masks"], targets)
-
-    def mask_losses(self, outputs: Dict[str, torch.Tensor], targets: List[dict],
-                    indices: Indices) -> Dict[str, torch.Tensor]:
-        """L_mask alone (weighted loss_dice and loss_mask) of the queries that the
-        given assignment ``indices`` pairs with ``targets``; no matching, no class
-        or objectness term. ``outputs`` needs "pred_masks" only. The passed
-        branch of temporal query passing: frame t's queries on frame t+d,
-        supervised with frame t+d's own matching M^{t+d}."""
-        weights = {k: self.weights[k] for k in ("loss_dice", "loss_mask")}
-        return self._in_float32(outputs, targets, indices, weights)
-
-    def _in_float32(self, outputs, targets, indices, weights):
+        terms = ("loss_dice", "loss_mask") if mask_only else tuple(self.weights)
         # Matching and losses in float32, also under mixed precision
         # (SOLVER.AMP.ENABLED): sums over the pixels of a mask overflow float16.
         with torch.autocast(device_type=outputs["pred_masks"].device.type, enabled=False):
             outputs = {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in outputs.items()}
             if indices is None:
-                indices = self.match(outputs, targets)
-            losses = self._losses(outputs, targets, indices, weights)
-        return {k: v * weights[k] for k, v in losses.items()}
+                indices = self.matcher(outputs["pred_logits"], outputs["pred_masks"], targets)
+            losses = {k: v * self.weights[k] for k, v in self._losses(outputs, targets, indices, terms).items()}
+        return (losses, indices) if return_indices else losses
 
     def _losses(self, outputs: Dict[str, torch.Tensor], targets: List[dict], indices: Indices,
                 terms) -> Dict[str, torch.Tensor]:

@@ -262,12 +262,11 @@ class MobileInst(nn.Module):
         q_global = dec.forward_global(x6)
         own = slice(0, 2 * b) if self.supervise_key_frame else slice(b, 2 * b)
         out = self._with_masks(dec.forward_local(q_global[own], x_mask[own], size), x_mask[own])
-        indices = self.criterion.match(out, targets[own])
-        losses = self.criterion(out, targets[own], indices)
+        losses, indices = self.criterion(out, targets[own], return_indices=True)
         if self.deep_supervision:
             losses.update(self._loss_on(dec.predict_heads(q_global[own]), x_mask[own], targets[own], "_global"))
         passed = self._with_masks(dec.forward_local(q_global[:b], x_mask[b:], size), x_mask[b:])
-        passed_losses = self.criterion.mask_losses(passed, targets[b:], indices[-b:])
+        passed_losses = self.criterion(passed, targets[b:], indices[-b:], mask_only=True)
         losses.update({k + "_qp": v for k, v in passed_losses.items()})
         return losses
 
