@@ -46,7 +46,14 @@ from mobileinst.data import (  # noqa: E402
     build_train_loader,
     check_num_classes,
 )
-from mobileinst.engine import ModelEMA, ProgressBar, TimeBudget, build_optimizer, scaled_steps  # noqa: E402
+from mobileinst.engine import (  # noqa: E402
+    ModelEMA,
+    ProgressBar,
+    TimeBudget,
+    build_optimizer,
+    scaled_steps,
+    split_cpu_threads,
+)
 from mobileinst.evaluation import MobileInstCOCOEvaluator, YTVISEvaluator  # noqa: E402
 from mobileinst.utils.checkpoint import build_checkpointer  # noqa: E402
 
@@ -167,6 +174,7 @@ def setup(args):
     cfg.freeze()
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="mobileinst")
+    split_cpu_threads(cfg.MODEL.DEVICE)  # --num-gpus N on a CPU machine: N processes share the cores
     return cfg
 
 

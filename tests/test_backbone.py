@@ -219,8 +219,23 @@ def test_weights_for_other_variant_rejected(reference, tmp_path):
     torch.save(_json_state_dict(reference, "base"), path)
     cfg = _cfg("build_topformer_backbone", "MODEL.TOPFORMER.VARIANT", "tiny",
                "MODEL.TOPFORMER.WEIGHTS", str(path))
-    with pytest.raises(ValueError, match="tpm.stem.0.c.weight|wrong shapes"):
+    with pytest.raises(ValueError) as info:
         build_backbone(cfg)
+    msg = str(info.value)
+    assert f"MODEL.TOPFORMER.WEIGHTS='{path}'" in msg and "variant 'tiny'" in msg
+    assert "wrong shapes" in msg and "SIM.1.global_act.conv.weight: checkpoint (256, 64, 1, 1), model (128, 32, 1, 1)" in msg
+
+
+def test_weights_prefer_the_ema_state_dict(reference, tmp_path):
+    """Like the official loader: 'state_dict_ema' before 'state_dict' and 'model'."""
+    ema, raw = _json_state_dict(reference, "tiny", seed=4), _json_state_dict(reference, "tiny", seed=5)
+    path = tmp_path / "last.pth.tar"
+    torch.save({"model": raw, "state_dict": raw, "state_dict_ema": ema}, path)
+    cfg = _cfg("build_topformer_backbone", "MODEL.TOPFORMER.VARIANT", "tiny",
+               "MODEL.TOPFORMER.WEIGHTS", str(path))
+    own = build_backbone(cfg).state_dict()
+    for k, v in ema.items():
+        assert torch.equal(own[k], v), k
 
 
 class _NotATensorDict:  # pickled by torch.save; refused by weights_only loading

@@ -182,3 +182,25 @@ def test_step_profiler_times_every_phase(synthetic_root):
     t = prof.step()
     assert all(t[k] >= 0 for k in PHASES) and t["loss"] > 0 and t["forward"] > 0
     assert t["total"] == pytest.approx(sum(t[k] for k in PHASES), rel=1e-6)
+
+
+def test_split_cpu_threads(monkeypatch):
+    """--num-gpus N on a CPU machine: each of the N local processes gets cores // N threads (at least 1)."""
+    from detectron2.utils import comm
+
+    from mobileinst.engine import split_cpu_threads
+    from mobileinst.engine import threads as threads_module
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setattr(threads_module, "available_cores", lambda: 4)
+        monkeypatch.setattr(comm, "get_local_size", lambda: 1)
+        torch.set_num_threads(3)
+        assert split_cpu_threads("cpu") == 3  # one process: left as it is
+        monkeypatch.setattr(comm, "get_local_size", lambda: 2)
+        assert split_cpu_threads("cuda") == 3  # GPU training: not touched
+        assert split_cpu_threads("cpu") == 2
+        monkeypatch.setattr(comm, "get_local_size", lambda: 8)
+        assert split_cpu_threads("cpu") == 1
+    finally:
+        torch.set_num_threads(before)

@@ -248,3 +248,18 @@ def test_export_with_matrix_nms(tmp_path):
     report = export(cfg, str(tmp_path), 128, 160, graphs=("image", "keyframe"), torchscript=False)
     assert report["parity"]["image"]["scores"] < 1e-3 and report["parity"]["image"]["mask_probs"] < 1e-3
     assert report["parity"]["keyframe"]["scores"] < 1e-3 and report["parity"]["keyframe"]["class_scores"] < 1e-3
+
+
+def test_export_with_a_seaformer_backbone(tmp_path):
+    """The SeaFormer backbone (squeeze-axial attention, position tables resampled to the
+    input's rows and columns) exports and matches PyTorch. Its DROP_PATH_RATE 0.1 also
+    checks that exporting leaves the model in eval mode (drop path off) for the parity
+    check that follows."""
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    from export import export
+
+    torch.manual_seed(0)
+    cfg = small_cfg("MODEL.BACKBONE.NAME", "build_seaformer_backbone", "MODEL.SEAFORMER.VARIANT", "tiny")
+    report = export(cfg, str(tmp_path), 128, 160, graphs=("image", "keyframe"), torchscript=False)
+    assert report["parity"]["image"]["scores"] < 1e-3 and report["parity"]["image"]["mask_probs"] < 1e-3
+    assert report["parity"]["keyframe"]["kernels"] < 1e-3

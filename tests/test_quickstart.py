@@ -135,3 +135,40 @@ def test_tracking_metrics_on_oracle_tracks(synthetic_root, monkeypatch):
     shifted = out["without_association"]
     assert shifted["num_switches"] == switches and shifted["num_false_positives"] == shifted["num_misses"] == 0
     assert shifted["mota"] == pytest.approx(1 - switches / objects) and shifted["idf1"] < 1.0
+
+
+def test_auto_processes(monkeypatch):
+    """--processes 0: the most processes the cores allow that divide both parts' batches; 1 off the CPU."""
+    from conftest import small_cfg
+
+    monkeypatch.setattr(quickstart, "available_cores", lambda: 4)
+    batch = {n: small_cfg("SOLVER.IMS_PER_BATCH", str(n)) for n in (4, 6, 8)}
+    assert quickstart.auto_processes([batch[8], batch[4]]) == 4
+    assert quickstart.auto_processes([batch[6]]) == 3
+    assert quickstart.auto_processes([batch[6], batch[4]]) == 2
+    assert quickstart.auto_processes([small_cfg("MODEL.DEVICE", "cuda"), batch[4]]) == 1
+    monkeypatch.setattr(quickstart, "available_cores", lambda: 1)
+    assert quickstart.auto_processes([batch[8]]) == 1
+
+
+def test_training_in_two_processes(synthetic_root, tmp_path, monkeypatch):
+    """make demo's default on a 2-core CPU: DistributedDataParallel over gloo in two processes of
+    one thread each; the parent gets the trained weights and the final evaluation's results."""
+    import torch
+    from conftest import small_cfg
+
+    # the spawned processes register the built-in synthetic sets from this root
+    monkeypatch.setenv("DETECTRON2_DATASETS", synthetic_root)
+    cfg = small_cfg("DATASETS.TRAIN", "('synthetic_coco_train',)", "DATASETS.TEST", "('synthetic_coco_val',)",
+                    "SOLVER.MAX_ITER", "4", "SOLVER.STEPS", "()", "SEED", "1", "OUTPUT_DIR", str(tmp_path))
+    before = quickstart.Trainer.build_model(cfg).state_dict()
+    model, record, results = quickstart.train(cfg, processes=2)
+    assert record["processes"] == 2 and record["iterations"] == 4
+    assert record["threads_per_process"] == max(1, quickstart.available_cores() // 2)
+    assert {"bbox", "segm"} <= set(results) and 0.0 <= results["segm"]["AP"] <= 100.0
+    saved = torch.load(os.path.join(str(tmp_path), "model_final.pth"), weights_only=True)["model"]
+    after = model.state_dict()
+    assert not model.training
+    for k, v in saved.items():
+        torch.testing.assert_close(after[k], v)
+    assert any(not torch.equal(before[k], after[k]) for k in saved if after[k].is_floating_point())

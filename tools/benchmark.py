@@ -17,6 +17,7 @@ thread and on --threads (``mobileinst.utils.machine``); compare figures of
 different runs only as ratios to it.
 """
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -33,6 +34,7 @@ import torch  # noqa: E402
 from detectron2 import model_zoo  # noqa: E402
 from detectron2.config import get_cfg  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
+from detectron2.utils import comm  # noqa: E402
 from detectron2.utils.analysis import flop_count_operators  # noqa: E402
 
 from mobileinst.config import load_mobileinst_config  # noqa: E402
@@ -74,9 +76,14 @@ def gflops(model, inputs) -> float:
         return float(sum(flop_count_operators(model, inputs).values()))
 
 
+# Timing needs no weights: the model and its backbone's ImageNet weights are off
+# unless given (--weights, or these keys in the opts).
+NO_WEIGHTS = ["MODEL.WEIGHTS", "", "MODEL.TOPFORMER.WEIGHTS", "", "MODEL.SEAFORMER.WEIGHTS", "",
+              "MODEL.MOBILENETV2.WEIGHTS", ""]
+
+
 def mobileinst_cfg(args):
-    return load_mobileinst_config(args.config_file, ["MODEL.WEIGHTS", ""] + list(args.opts), device="cpu",
-                                  freeze=False)
+    return load_mobileinst_config(args.config_file, NO_WEIGHTS + list(args.opts), device="cpu", freeze=False)
 
 
 def bench_mobileinst(args, image):
@@ -90,6 +97,7 @@ def bench_mobileinst(args, image):
         model = fuse_conv_bn(model)
     inputs = [{"image": image}]
     res = {"config": os.path.relpath(args.config_file, ROOT), "params_M": round(params, 3),
+           "backbone_params_M": round(count_params(raw_model.backbone), 3),
            "input_hw": list(image.shape[-2:]), "bn_fused": not args.no_fuse}
     res["gflops"] = round(gflops(model, inputs), 3)
     with torch.no_grad():
@@ -245,8 +253,35 @@ def bench_training(args):
     iteration and per phase, images per second, GFLOP per iteration (forward
     and backward: 3x the forward pass's multiply-adds x 2 FLOPs, on a batch at
     the mean training size; fvcore counts a multiply-add as one "flop") and
-    the achieved GFLOP/s as a share of the machine's sgemm on the same threads."""
+    the achieved GFLOP/s as a share of the machine's sgemm on all the threads
+    the processes use. With ``--processes N`` the steps run in N processes
+    (DistributedDataParallel over gloo, IMS_PER_BATCH / N images and the cores
+    / N threads each, as ``train_net.py --num-gpus N`` and ``make demo`` train
+    on a CPU); the main process's step times are reported."""
+    if args.processes <= 1:
+        return _bench_training_steps(args)
+    from detectron2.engine import launch
 
+    path = args.output + ".training.json"
+    launch(_bench_training_process, args.processes, dist_url="auto", args=(args, dict(MACHINE), path))
+    with open(path) as f:
+        report = json.load(f)
+    os.remove(path)
+    return report
+
+
+def _bench_training_process(args, machine, path):
+    from mobileinst.engine import split_cpu_threads
+
+    MACHINE.update(machine)
+    set_threads(split_cpu_threads("cpu"))
+    report = _bench_training_steps(args)
+    if comm.is_main_process():
+        atomic_write_json(path, report)
+
+
+def _bench_training_steps(args):
+    from detectron2.engine.defaults import create_ddp_model
     from detectron2.utils.events import EventStorage
 
     sys.path.insert(0, ROOT)
@@ -266,16 +301,17 @@ def bench_training(args):
         image = torch.as_tensor(np.random.RandomState(0).randint(0, 255, (3, side, side), dtype=np.uint8))
         model.eval()
         fwd = gflops(model, [{"image": image}] * cfg.SOLVER.IMS_PER_BATCH)
+        ddp = create_ddp_model(model, broadcast_buffers=False, device_ids=None) if comm.get_world_size() > 1 else model
         runs.append({"variant": variant or "(config)", "cfg": cfg, "batch": cfg.SOLVER.IMS_PER_BATCH,
-                     "gflop_per_iter": 2 * 3 * fwd, "profiler": StepProfiler(model, optimizer, loader), "steps": []})
+                     "gflop_per_iter": 2 * 3 * fwd, "profiler": StepProfiler(ddp, optimizer, loader), "steps": []})
     with EventStorage():
         for i in range(args.warmup + args.runs):
             for r in runs:
                 t = r["profiler"].step()
                 if i >= args.warmup:
                     r["steps"].append(t)
-    t = torch.get_num_threads()
-    peak = MACHINE[f"sgemm_gflops_{t}_threads" if t > 1 else "sgemm_gflops_1_thread"]
+    threads = torch.get_num_threads() * comm.get_world_size()
+    peak = MACHINE[f"sgemm_gflops_{threads}_threads" if threads > 1 else "sgemm_gflops_1_thread"]
     out = []
     for r in runs:
         med = {k: statistics.median(s[k] for s in r["steps"]) for k in PHASES + ("total",)}
@@ -287,12 +323,13 @@ def bench_training(args):
                "last_loss": round(r["steps"][-1]["loss_value"], 4)}
         res["share_of_sgemm_peak"] = round(res["gflops_per_s"] / peak, 4)
         out.append(res)
-    return {"config": os.path.relpath(args.config_file, ROOT), "threads": torch.get_num_threads(),
-            "sgemm_peak_gflops": peak, "runs": out, "steps_timed": args.runs}
+    return {"config": os.path.relpath(args.config_file, ROOT), "processes": comm.get_world_size(),
+            "threads": threads, "sgemm_peak_gflops": peak, "runs": out, "steps_timed": args.runs}
 
 
 def print_training(report):
-    print(f"training step, {report['threads']} threads, machine sgemm peak {report['sgemm_peak_gflops']} GFLOP/s")
+    print(f"training step, {report['processes']} process(es), {report['threads']} threads in all, "
+          f"machine sgemm peak {report['sgemm_peak_gflops']} GFLOP/s")
     print(f"{'variant':<48}{'s/iter':>8}{'img/s':>7}{'GFLOP':>7}{'GFLOP/s':>9}{'peak':>7}  phases (ms)")
     for r in report["runs"]:
         phases = " ".join(f"{k} {v:.0f}" for k, v in r["phases_ms"].items())
@@ -336,6 +373,8 @@ def main(argv=None):
                         help="time training steps of --config-file instead of inference (see bench_training)")
     parser.add_argument("--variant", action="append", default=[], metavar='"KEY VALUE ..."',
                         help="--train: a variant of the config, timed interleaved with it; repeatable")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="--train: training processes sharing the --threads (DistributedDataParallel)")
     parser.add_argument("--output", default="output/benchmark/benchmark.json")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="MobileInst config overrides KEY VALUE ...")
     args = parser.parse_args(argv)
@@ -385,6 +424,7 @@ def main(argv=None):
     for name, r in rows:
         print(f"{name[:34]:<34}{'x'.join(map(str, r['input_hw'])):>12}{r['params_M']:>10.2f}{r['gflops']:>9.2f}"
               f"{r['latency_ms']:>10.1f}{r['gflops_per_s']:>9.1f}")
+    print(f"MobileInst backbone: {mi['backbone_params_M']:.2f} M parameters")
     print("MobileInst modules (ms): " + ", ".join(f"{k} {v}" for k, v in mi["modules_ms"].items()))
     if "speedup_vs_mask_rcnn" in report:
         print(f"MobileInst is {report['speedup_vs_mask_rcnn']}x faster than Mask R-CNN R50-FPN")

@@ -19,6 +19,7 @@ metrics.json records the machine (its measured sgemm GFLOP/s), the budget,
 the iterations done and the training throughput.
 """
 import argparse
+import json
 import logging
 import os
 import sys
@@ -37,13 +38,17 @@ from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.config import get_cfg  # noqa: E402
 from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 from detectron2.data.detection_utils import read_image  # noqa: E402
-from detectron2.engine import hooks  # noqa: E402
+from detectron2.engine import hooks, launch  # noqa: E402
+from detectron2.utils import comm  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 from detectron2.utils.visualizer import ColorMode, Visualizer  # noqa: E402
 
 from mobileinst import add_mobileinst_config  # noqa: E402
 from mobileinst.data.synthetic import generate_all  # noqa: E402
+from mobileinst.engine import split_cpu_threads  # noqa: E402
+from mobileinst.engine.threads import available_cores  # noqa: E402
 from mobileinst.predictor import MobileInstPredictor  # noqa: E402
+from mobileinst.utils.checkpoint import build_checkpointer  # noqa: E402
 from mobileinst.utils.machine import machine_info  # noqa: E402
 from mobileinst_runtime.files import atomic_write_json  # noqa: E402
 from train_net import Trainer  # noqa: E402
@@ -94,11 +99,12 @@ def video_config(args, image_weights):
                         budget_s=budget_seconds(args, "video"))
 
 
-def train(cfg):
-    """Train with the stock trainer; returns (trainer, the model, what the
-    training record says: budget, iterations done, seconds in training steps
-    and per iteration, images per second). The evaluation that detectron2's
-    EvalHook runs when training ends is not counted as training."""
+def _train_here(cfg):
+    """Train with the stock trainer in this process (one of several under
+    detectron2's ``launch``); returns (the model, what the training record says:
+    budget, iterations done, seconds in training steps and per iteration, images
+    per second, processes; the results of the evaluation that detectron2's
+    EvalHook runs when training ends, which is not counted as training)."""
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=False)
     start = time.perf_counter()
@@ -112,6 +118,8 @@ def train(cfg):
         "budget_s": cfg.SOLVER.TIME_BUDGET or None,
         "iterations": done,
         "ims_per_batch": cfg.SOLVER.IMS_PER_BATCH,
+        "processes": comm.get_world_size(),
+        "threads_per_process": torch.get_num_threads(),
         "train_time_s": round(step_time, 1),
         # what trainer.train() spent outside the steps: mostly the evaluation when training ends
         "eval_time_s": round(wall - step_time, 1),
@@ -119,14 +127,62 @@ def train(cfg):
         "images_per_s": round(cfg.SOLVER.IMS_PER_BATCH / spi, 2),
         "ema": cfg.SOLVER.EMA.ENABLED,
     }
-    return trainer, model, record
+    return model, record, {k: dict(v) for k, v in (getattr(trainer, "_last_eval_results", None) or {}).items()}
 
 
-def evaluate(cfg, trainer, model):
-    """The results of the evaluation that ran when training ended (detectron2's
-    EvalHook), or a new one."""
-    results = getattr(trainer, "_last_eval_results", None)
-    return results if results else Trainer.test(cfg, model)
+RECORD_FILE = "quickstart_record.json"
+
+
+def _train_process(cfg):
+    """One of the processes that ``launch`` starts: train; the main one saves
+    model_final.pth and the record for the parent process."""
+    split_cpu_threads(cfg.MODEL.DEVICE)
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="mobileinst")
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank())
+    model, record, results = _train_here(cfg)
+    if comm.is_main_process():
+        DetectionCheckpointer(model, cfg.OUTPUT_DIR).save("model_final")
+        atomic_write_json(os.path.join(cfg.OUTPUT_DIR, RECORD_FILE), {"record": record, "results": results})
+
+
+def train(cfg, processes: int = 1):
+    """Train ``cfg`` in ``processes`` processes (DistributedDataParallel over gloo
+    on a CPU, each on IMS_PER_BATCH / processes images with its share of the
+    cores; 1: in this one) and save <OUTPUT_DIR>/model_final.pth. Returns (the
+    trained model in eval mode, the training record, the results of the
+    evaluation when training ended, or those of a new one)."""
+    if processes <= 1:
+        model, record, results = _train_here(cfg)
+        DetectionCheckpointer(model, cfg.OUTPUT_DIR).save("model_final")
+    else:
+        path = os.path.join(cfg.OUTPUT_DIR, RECORD_FILE)
+        if os.path.exists(path):
+            os.remove(path)
+        launch(_train_process, processes, dist_url="auto", args=(cfg,))
+        with open(path) as f:
+            out = json.load(f)
+        record, results = out["record"], out["results"]
+        model = Trainer.build_model(cfg)
+        build_checkpointer(cfg, model).load(os.path.join(cfg.OUTPUT_DIR, "model_final.pth"))
+    model.eval()
+    if not results:
+        start = time.perf_counter()
+        results = {k: dict(v) for k, v in Trainer.test(cfg, model).items()}
+        record["eval_time_s"] = round(record["eval_time_s"] + time.perf_counter() - start, 1)
+    return model, record, results
+
+
+def auto_processes(cfgs) -> int:
+    """Training processes for --processes 0: on a CPU, the most that the cores
+    allow and that divide every part's IMS_PER_BATCH (a batch of 8 on 2 cores:
+    2 processes of 4 images with 1 thread each, about a fifth faster than one
+    process with 2 threads, docs/results.md); elsewhere 1."""
+    if any(not str(c.MODEL.DEVICE).startswith("cpu") for c in cfgs):
+        return 1
+    n = available_cores()
+    while n > 1 and any(c.SOLVER.IMS_PER_BATCH % n for c in cfgs):
+        n -= 1
+    return n
 
 
 def _steps(max_iter, fractions):
@@ -158,15 +214,11 @@ def run_image_part(args, metrics):
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     schedule = (f"{cfg.SOLVER.TIME_BUDGET / 60:.1f} minutes" if cfg.SOLVER.TIME_BUDGET
                 else f"{cfg.SOLVER.MAX_ITER} iterations")
-    logger.info(f"[2/4] training for {schedule} on {cfg.DATASETS.TRAIN} "
-                f"(batch {cfg.SOLVER.IMS_PER_BATCH}, {torch.get_num_threads()} threads)")
-    trainer, model, record = train(cfg)
-    logger.info(f"[3/4] evaluating on {cfg.DATASETS.TEST} with COCOEvaluator")
-    start = time.perf_counter()
-    results = evaluate(cfg, trainer, model)
-    record["eval_time_s"] = round(record["eval_time_s"] + time.perf_counter() - start, 1)
+    logger.info(f"[2/4] training for {schedule} on {cfg.DATASETS.TRAIN} (batch {cfg.SOLVER.IMS_PER_BATCH}, "
+                f"{args.processes} process(es), {available_cores()} cores)")
+    model, record, results = train(cfg, args.processes)
+    logger.info(f"[3/4] evaluated on {cfg.DATASETS.TEST} with COCOEvaluator")
     final = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
-    DetectionCheckpointer(model, cfg.OUTPUT_DIR).save("model_final")
     eval_cfg = cfg.clone()
     eval_cfg.defrost()
     eval_cfg.MODEL.WEIGHTS = final
@@ -230,13 +282,8 @@ def run_video_part(args, metrics, image_weights):
     schedule = (f"{cfg.SOLVER.TIME_BUDGET / 60:.1f} minutes" if cfg.SOLVER.TIME_BUDGET
                 else f"{cfg.SOLVER.MAX_ITER} iterations")
     logger.info(f"[video 1/3] query-passing training for {schedule} on {cfg.DATASETS.TRAIN}")
-    trainer, model, record = train(cfg)
-    model.eval()
-    DetectionCheckpointer(model, cfg.OUTPUT_DIR).save("model_final")
+    model, record, results = train(cfg, args.processes)
     logger.info(f"[video 2/3] video AP on {cfg.DATASETS.TEST} (YouTube-VIS protocol), tracking metrics")
-    start = time.perf_counter()
-    results = evaluate(cfg, trainer, model)
-    record["eval_time_s"] = round(record["eval_time_s"] + time.perf_counter() - start, 1)
     name = cfg.DATASETS.TEST[0]
     tracking = tracking_metrics(cfg, model, name)
     logger.info("[video 3/3] annotated video of the first val video")
@@ -278,6 +325,9 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="synthetic data seed")
     parser.add_argument("--device", default="", help="MODEL.DEVICE of both parts, e.g. cuda (default: the configs', cpu)")
     parser.add_argument("--num-workers", type=int, default=None, help="DATALOADER.NUM_WORKERS of both parts")
+    parser.add_argument("--processes", type=int, default=0,
+                        help="training processes (DistributedDataParallel; on a CPU each gets its share of the "
+                             "cores); 0: as many as the cores allow and both parts' IMS_PER_BATCH divide")
     parser.add_argument("--video-opt", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
                         help="a config override of the video part; repeat it for more (before the image part's opts)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides of the image part, KEY VALUE ...")
@@ -286,6 +336,10 @@ def parse_args(argv=None):
         parser.error(f"--budget-min {args.budget_min}: expected minutes >= 0")
     if not 0.0 <= args.video_share < 1.0:
         parser.error(f"--video-share {args.video_share}: expected a fraction in [0, 1)")
+    if args.processes < 0:
+        parser.error(f"--processes {args.processes}: expected 0 (automatic) or more")
+    if args.processes == 0:
+        args.processes = auto_processes([image_config(args)] + ([] if args.no_video else [video_config(args, "")]))
     return args
 
 

@@ -2,8 +2,9 @@
 """MobileInst: video instance segmentation on the mobile, for detectron2.
 
 Importing this package registers the meta-architecture ``MobileInst``, the
-backbones ``build_topformer_backbone`` and ``build_mobilenetv2_backbone``,
-and the datasets (synthetic, YouTube-VIS 2019/2021).
+backbones ``build_topformer_backbone``, ``build_seaformer_backbone`` and
+``build_mobilenetv2_backbone``, and the datasets (synthetic, YouTube-VIS
+2019/2021).
 """
 try:
     import detectron2  # noqa: F401
@@ -15,7 +16,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
     ) from e
 
 from . import data  # noqa: F401  (registers datasets)
-from .backbone import build_mobilenetv2_backbone, build_topformer_backbone  # noqa: F401
+from .backbone import build_mobilenetv2_backbone, build_seaformer_backbone, build_topformer_backbone  # noqa: F401
 from .config import add_mobileinst_config  # noqa: F401
 from .mobileinst import MobileInst  # noqa: F401
 

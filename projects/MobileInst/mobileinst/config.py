@@ -181,6 +181,17 @@ def add_mobileinst_config(cfg):
     # it has many positions and use GN on the 1/64 token grid.
     cfg.MODEL.TOPFORMER.PYRAMID_NORM = ""
 
+    cfg.MODEL.SEAFORMER = CN()
+    cfg.MODEL.SEAFORMER.VARIANT = "base"  # tiny | small | base | large
+    # Path to an official SeaFormer ImageNet checkpoint (SeaFormer_T/S/B/L.pth,
+    # weights only; the classifier linear.* is ignored), or "".
+    cfg.MODEL.SEAFORMER.WEIGHTS = ""
+    # Stochastic depth of the SeaFormer layers (0 up to this, linearly per layer).
+    cfg.MODEL.SEAFORMER.DROP_PATH_RATE = 0.1
+    # Norm after every bias-free conv ("BN" as the official checkpoints; "GN" for
+    # small-batch training).
+    cfg.MODEL.SEAFORMER.NORM = "BN"
+
     cfg.MODEL.MOBILENETV2 = CN()
     # Path to torchvision's MobileNetV2 ImageNet state dict, or "".
     cfg.MODEL.MOBILENETV2.WEIGHTS = ""
@@ -200,6 +211,13 @@ def add_mobileinst_config(cfg):
     # COCO pseudo videos (mobileinst.data.sampler). Empty: every sample of every
     # set alike (detectron2's DATALOADER.SAMPLER_TRAIN).
     cfg.DATASETS.TRAIN_RATIOS = ()
+    # Beyond the paper: copy-paste (mobileinst.data.copy_paste). With probability
+    # PROB a training image gets 1..MAX_OBJECTS objects of another training image
+    # pasted on (images only; video pairs are not pasted).
+    cfg.INPUT.COPY_PASTE = CN()
+    cfg.INPUT.COPY_PASTE.ENABLED = False
+    cfg.INPUT.COPY_PASTE.PROB = 0.5
+    cfg.INPUT.COPY_PASTE.MAX_OBJECTS = 3
 
     # ---- solver ----------------------------------------------------------------
     cfg.SOLVER.OPTIMIZER = "ADAMW"

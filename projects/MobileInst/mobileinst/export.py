@@ -53,6 +53,10 @@ class _Base(nn.Module):
         self.height, self.width = int(height), int(width)
         self.padded = padded_size(model, self.height, self.width)
         self.mask_threshold = float(model.mask_threshold)
+        # The wrapper too: torch.onnx.export restores the wrapper's mode on the whole
+        # tree afterwards, which would leave drop path (DROP_PATH_RATE > 0) active in
+        # the parity check and the TorchScript trace that follow.
+        self.eval()
 
     def normalize(self, image: torch.Tensor) -> torch.Tensor:
         x = (image.float() - self.model.pixel_mean) / self.model.pixel_std

@@ -67,9 +67,9 @@ class GroupNorm(nn.GroupNorm):
     NCHW) it is ``F.group_norm``."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (x.dim() == 4 and x.device.type == "cpu" and torch.is_grad_enabled() and self.affine
-                and x.shape[2] * x.shape[3] >= 1024 and x.is_contiguous(memory_format=torch.channels_last)
-                and not torch.jit.is_tracing() and not torch.jit.is_scripting()):
+        if (not torch.jit.is_tracing() and not torch.jit.is_scripting() and torch.is_grad_enabled()
+                and self.affine and x.dim() == 4 and x.device.type == "cpu"
+                and x.shape[2] * x.shape[3] >= 1024 and x.is_contiguous(memory_format=torch.channels_last)):
             return _ChannelsLastGroupNorm.apply(x, self.weight, self.bias, self.num_groups, self.eps)
         return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
 

@@ -1,14 +1,18 @@
 # Copyright (c) MobileInst authors. Licensed under the Apache License 2.0.
-"""Building blocks shared by the mobile backbones (TopFormer's design).
+"""Building blocks shared by the mobile backbones (TopFormer's design, which
+SeaFormer keeps for everything but its attention).
 
-Module and parameter names follow the official TopFormer code, so the
-official ImageNet checkpoints load unchanged:
+Module and parameter names follow the official TopFormer / SeaFormer code, so
+the official ImageNet checkpoints load unchanged:
 
 * ``Conv2dBN``: conv without bias + BatchNorm, keys ``.c.`` / ``.bn.``
 * ``ConvBN``: the same with keys ``.conv.`` / ``.bn.`` (semantic injection)
-* ``InvertedResidual``: MobileNetV2 block, ``.conv.<i>``
-* ``TokenTransformer``: ``transformer_blocks.<i>.{attn,mlp}``, the 4 blocks
-  over the pooled token pyramid whose output is the global feature X6
+* ``InvertedResidual``: MobileNetV2 block, ``.conv.<i>``;
+  :func:`add_inverted_residuals` stacks them as ``layer1``, ``layer2``, ...
+* ``TokenTransformer``: ``transformer_blocks.<i>.{attn,mlp}``: with TopFormer's
+  ``Attention``, the 4 blocks over the pooled token pyramid whose output is
+  the global feature X6; with SeaFormer's squeeze-axial attention
+  (``sea_attention.py``), a SeaFormer layer
 * ``SemanticInjection``: ``local_embedding``, ``global_embedding``,
   ``global_act``; fuses a local level with its X6 slice into X3/X4/X5.
 """
@@ -18,6 +22,13 @@ import torch
 import torch.nn.functional as F
 from ..layers import get_norm
 from torch import nn
+
+
+def variant_spec(variants: dict, variant: str, config_key: str) -> dict:
+    """``variants[variant]``, or a ValueError naming ``config_key`` and the choices."""
+    if variant not in variants:
+        raise ValueError(f"{config_key}={variant!r}: expected one of {sorted(variants)}")
+    return variants[variant]
 
 
 def make_divisible(v: float, divisor: int = 8, min_value: int = None) -> int:
@@ -55,7 +66,7 @@ class ConvBN(nn.Module):
 
 
 class InvertedResidual(nn.Module):
-    """MobileNetV2 inverted residual with ReLU activations (TopFormer's)."""
+    """MobileNetV2 inverted residual with ReLU activations (TopFormer's and SeaFormer's)."""
 
     def __init__(self, in_ch, out_ch, ks, stride, expand_ratio, norm="BN"):
         super().__init__()
@@ -75,6 +86,19 @@ class InvertedResidual(nn.Module):
         if self.use_res_connect:
             return x + self.conv(x)
         return self.conv(x)
+
+
+def add_inverted_residuals(parent: nn.Module, cfgs, in_ch: int, norm: str = "BN") -> List[str]:
+    """Add one :class:`InvertedResidual` per row ``[kernel, expand t, channels, stride]``
+    of ``cfgs`` to ``parent`` as ``layer1``, ``layer2``, ... (the official names).
+    Returns the names in order."""
+    names = []
+    for i, (k, t, c, s) in enumerate(cfgs):
+        out = make_divisible(c, 8)
+        names.append(f"layer{i + 1}")
+        parent.add_module(names[-1], InvertedResidual(in_ch, out, k, s, t, norm=norm))
+        in_ch = out
+    return names
 
 
 class DropPath(nn.Module):
@@ -137,10 +161,14 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
+    """``x + attn(x)``, then ``x + mlp(x)`` (drop path on both branches in training).
+    ``attention``: the attention class, built as ``attention(dim, key_dim, num_heads,
+    attn_ratio, norm=norm)``."""
+
     def __init__(self, dim, key_dim, num_heads, mlp_ratio=2.0, attn_ratio=2.0, drop_path=0.0,
-                 norm="BN"):
+                 norm="BN", attention=Attention):
         super().__init__()
-        self.attn = Attention(dim, key_dim, num_heads, attn_ratio, norm=norm)
+        self.attn = attention(dim, key_dim, num_heads, attn_ratio, norm=norm)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), norm=norm)
         self.drop_path = DropPath(drop_path)
 
@@ -150,14 +178,18 @@ class Block(nn.Module):
 
 
 class TokenTransformer(nn.Module):
-    """The stack of transformer blocks over the pooled tokens (-> X6)."""
+    """A stack of ``depth`` transformer blocks (the official ``BasicLayer``): over the
+    pooled tokens (-> X6) with TopFormer's :class:`Attention`, or a SeaFormer layer
+    with ``attention=SeaAttention``. Drop path grows linearly from 0 to
+    ``drop_path_rate`` over the blocks."""
 
     def __init__(self, dim, depth=4, key_dim=16, num_heads=8, mlp_ratio=2.0, attn_ratio=2.0,
-                 drop_path_rate=0.0, norm="BN"):
+                 drop_path_rate=0.0, norm="BN", attention=Attention):
         super().__init__()
         dpr = [x.item() for x in torch.linspace(0, drop_path_rate, depth)] if depth > 1 else [drop_path_rate]
         self.transformer_blocks = nn.ModuleList(
-            Block(dim, key_dim, num_heads, mlp_ratio, attn_ratio, dpr[i], norm=norm) for i in range(depth)
+            Block(dim, key_dim, num_heads, mlp_ratio, attn_ratio, dpr[i], norm=norm, attention=attention)
+            for i in range(depth)
         )
 
     def forward(self, x):

@@ -20,11 +20,11 @@ from torch import nn
 from ..utils.checkpoint import load_backbone_weights
 from .token_transformer import (
     Conv2dBN,
-    InvertedResidual,
     SemanticInjection,
     TokenTransformer,
-    make_divisible,
+    add_inverted_residuals,
     pyramid_pool,
+    variant_spec,
 )
 
 logger = logging.getLogger(__name__)
@@ -59,14 +59,7 @@ class TokenPyramid(nn.Module):
         super().__init__()
         self.embed_out_indice = list(embed_out_indice)
         self.stem = nn.Sequential(Conv2dBN(in_ch, stem_ch, 3, 2, 1, norm=norm), nn.ReLU(inplace=True))
-        self.layers = []
-        ch = stem_ch
-        for i, (k, t, c, s) in enumerate(cfgs):
-            out = make_divisible(c, 8)
-            name = f"layer{i + 1}"
-            self.add_module(name, InvertedResidual(ch, out, k, s, t, norm=norm))
-            self.layers.append(name)
-            ch = out
+        self.layers = add_inverted_residuals(self, cfgs, stem_ch, norm)
 
     def forward(self, x):
         outs = []
@@ -92,11 +85,7 @@ class TopFormer(Backbone):
         global branches (which run on the 1/64 token grid); ``pyramid_norm``
         (default: ``norm``) of the token pyramid and the injection's local branch."""
         super().__init__()
-        if variant not in TOPFORMER_VARIANTS:
-            raise ValueError(
-                f"MODEL.TOPFORMER.VARIANT={variant!r}: expected one of {sorted(TOPFORMER_VARIANTS)}"
-            )
-        spec = TOPFORMER_VARIANTS[variant]
+        spec = variant_spec(TOPFORMER_VARIANTS, variant, "MODEL.TOPFORMER.VARIANT")
         self.variant = variant
         self.channels = list(spec["channels"])
         self.c2t_stride = c2t_stride

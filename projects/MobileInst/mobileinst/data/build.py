@@ -25,16 +25,17 @@ def is_pseudo_video_dataset(dataset_name: str) -> bool:
     return bool(MetadataCatalog.get(dataset_name).get("pseudo_video", False))
 
 
-def build_train_mapper(cfg):
+def build_train_mapper(cfg, dataset_dicts=None):
     """The frame-pair mapper when a set of DATASETS.TRAIN is a video or pseudo-video
     set, or with INPUT.PSEUDO_VIDEO (it takes image dicts as pseudo videos), else
-    the image mapper."""
+    the image mapper (``dataset_dicts``: the training set, which copy-paste takes
+    objects from)."""
     names = cfg.DATASETS.TRAIN
     if cfg.INPUT.PSEUDO_VIDEO or any(is_video_dataset(n) or is_pseudo_video_dataset(n) for n in names):
         from .ytvis_mapper import build_pair_mapper
 
         return build_pair_mapper(cfg)
-    return MobileInstDatasetMapper(cfg, is_train=True)
+    return MobileInstDatasetMapper(cfg, is_train=True, dataset_dicts=dataset_dicts)
 
 
 def build_test_mapper(cfg, dataset_name: str):
@@ -103,7 +104,8 @@ def build_train_loader(cfg):
 
     sets = get_train_datasets(cfg)
     sampler = build_train_sampler(cfg, [len(s) for s in sets]) if cfg.DATASETS.TRAIN_RATIOS else None
-    return build_detection_train_loader(cfg, mapper=build_train_mapper(cfg), dataset=_concatenated(sets),
+    dataset = _concatenated(sets)
+    return build_detection_train_loader(cfg, mapper=build_train_mapper(cfg, dataset), dataset=dataset,
                                         sampler=sampler)
 
 

@@ -1,5 +1,7 @@
 """Training engine pieces used by ``train_net.py``'s Trainer: the optimizer,
-hooks for short schedules (EMA, time budget, progress bar) and the
-training-step profiler of ``tools/benchmark.py --train``."""
+hooks for short schedules (EMA, time budget, progress bar), the threads of
+several CPU training processes and the training-step profiler of
+``tools/benchmark.py --train``."""
 from .hooks import ModelEMA, ProgressBar, TimeBudget, scaled_steps  # noqa: F401
 from .optimizer import build_optimizer, clip_gradients_  # noqa: F401
+from .threads import split_cpu_threads  # noqa: F401

@@ -29,7 +29,7 @@ class StepProfiler:
         self.autocast = autocast or contextlib.nullcontext
         self._loss_s = 0.0
         self._t = None
-        criterion = getattr(model, "criterion", None)
+        criterion = getattr(getattr(model, "module", model), "criterion", None)  # DDP wraps the model
         if criterion is not None:
             criterion.register_forward_pre_hook(self._loss_start)
             criterion.register_forward_hook(self._loss_end)

@@ -15,7 +15,8 @@
   (``train_net.py``, ``demo.py``, the predictors, export, benchmark) loads
   ``MODEL.WEIGHTS`` through it.
 * :func:`read_state_dict` / :func:`load_backbone_weights`: backbone ImageNet
-  weights (``MODEL.TOPFORMER.WEIGHTS``, ``MODEL.MOBILENETV2.WEIGHTS``).
+  weights (``MODEL.TOPFORMER.WEIGHTS``, ``MODEL.SEAFORMER.WEIGHTS``,
+  ``MODEL.MOBILENETV2.WEIGHTS``).
 """
 import importlib
 import logging
@@ -48,12 +49,15 @@ __all__ = [
     "load_backbone_weights",
 ]
 
-# Wrappers used by common training frameworks around the state dict.
-_CONTAINER_KEYS = ("state_dict", "model", "state_dict_ema")
+# Wrappers used by common training frameworks around the state dict, in the
+# order the official TopFormer / SeaFormer loaders take them: timm-trained
+# ImageNet checkpoints hold both the EMA weights and the raw ones.
+_CONTAINER_KEYS = ("state_dict_ema", "state_dict", "model")
 # Prefixes added by wrappers (DDP, mmseg/mmcls "backbone.").
 _PREFIXES = ("module.", "backbone.")
-# ImageNet classification heads that a dense-prediction backbone drops.
-_HEAD_PREFIXES = ("head.", "classifier.", "fc.", "norm_head.")
+# ImageNet classification heads that a dense-prediction backbone drops
+# (SeaFormer's is ``linear.``).
+_HEAD_PREFIXES = ("head.", "classifier.", "fc.", "norm_head.", "linear.")
 # Parameters whose first dimension is the number of classes: a checkpoint
 # trained on another class set (COCO -> YouTube-VIS) skips them.
 CLASS_HEAD_PREFIXES = ("instance_decoder.cls_head.", "instance_decoder.pooled_cls.")
@@ -252,7 +256,9 @@ def check_state_dict(module: torch.nn.Module, state_dict: Dict[str, torch.Tensor
     unexpected = sorted(k for k in state_dict if k not in own)
     wrong = sorted(k for k in own if k in state_dict and _shape(state_dict[k]) != _shape(own[k]))
     if missing or unexpected or wrong:
-        lines = [f"{source} does not match {type(module).__name__}:"]
+        variant = getattr(module, "variant", None)
+        what = type(module).__name__ + (f" (variant {variant!r}; weights of another variant?)" if variant else "")
+        lines = [f"{source} does not match {what}:"]
         lines += _mismatch_lines(own, state_dict, missing, unexpected, wrong)
         raise ValueError("\n".join(lines))
 
@@ -278,7 +284,7 @@ class MobileInstCheckpointer(DetectionCheckpointer):
     * the class head (``instance_decoder.cls_head``, the last layer of
       ``instance_decoder.pooled_cls``) of a model trained with another number
       of classes, e.g. a COCO model as the start of a YouTube-VIS model;
-    * backbone-only weights (an ImageNet TopFormer / MobileNetV2 state dict,
+    * backbone-only weights (an ImageNet TopFormer / SeaFormer / MobileNetV2 state dict,
       bare or under ``backbone.``, its classification head dropped): the
       decoders start from their initialisation.
 
@@ -371,7 +377,8 @@ class MobileInstCheckpointer(DetectionCheckpointer):
         """The part of ``sd`` to load, or a CheckpointMismatchError."""
         own = self.model.state_dict()
         model_name = type(self.model).__name__
-        hint = ("Use the config the checkpoint was trained with (MODEL.TOPFORMER.VARIANT, MODEL.MOBILEINST.* "
+        hint = ("Use the config the checkpoint was trained with (MODEL.TOPFORMER.VARIANT or "
+                "MODEL.SEAFORMER.VARIANT, MODEL.MOBILEINST.* "
                 "sizes and options) or the checkpoint of this config. Partial loads that are meant: another "
                 "number of classes (the class head is skipped) and backbone-only (ImageNet) weights. "
                 "MODEL.MOBILEINST.CHECKPOINT_STRICT False loads whatever fits.")
@@ -383,7 +390,8 @@ class MobileInstCheckpointer(DetectionCheckpointer):
                 lines = [f"{where} holds backbone weights that do not fit the backbone of {model_name}:"]
                 lines += _mismatch_lines(own, body, [], unexpected, wrong)
                 lines.append("ImageNet weights of another backbone or variant? MODEL.TOPFORMER.WEIGHTS / "
-                             "MODEL.MOBILENETV2.WEIGHTS take the official ImageNet checkpoints. " + hint)
+                             "MODEL.SEAFORMER.WEIGHTS / MODEL.MOBILENETV2.WEIGHTS take the official ImageNet "
+                             "checkpoints. " + hint)
                 raise CheckpointMismatchError("\n".join(lines))
             dropped = len(sd) - len(body)
             fresh = [k for k in own if k not in body and not _ignorable_missing(k)]
@@ -433,8 +441,10 @@ def load_weights(model: torch.nn.Module, path: str, cfg=None, field: str = "MODE
 def read_state_dict(path: str, field: str = "weights") -> Dict[str, torch.Tensor]:
     """Read a state dict with ``torch.load(weights_only=True)``.
 
-    Accepts a plain state dict or one wrapped in ``{"state_dict": ...}`` /
-    ``{"model": ...}``; strips ``module.`` and ``backbone.`` prefixes.
+    Accepts a plain state dict or one wrapped in ``{"state_dict_ema": ...}``,
+    ``{"state_dict": ...}`` or ``{"model": ...}`` (taken in that order, as the
+    official TopFormer / SeaFormer loaders do); strips ``module.`` and
+    ``backbone.`` prefixes.
     """
     try:
         obj = torch_load_weights(path, field)
