@@ -21,7 +21,7 @@ import sys
 import weakref
 
 from detectron2.config import get_cfg
-from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
+from detectron2.data import MetadataCatalog, build_detection_test_loader
 from detectron2.engine import (
     AMPTrainer,
     hooks,
@@ -45,9 +45,8 @@ except ImportError:  # running from a checkout without `pip install -e .`
 from mobileinst import add_mobileinst_config  # noqa: E402
 from mobileinst.data import (  # noqa: E402
     build_test_mapper,
-    build_train_mapper,
+    build_train_loader,
     check_num_classes,
-    get_train_dataset_dicts,
 )
 from mobileinst.engine import (  # noqa: E402
     ModelEMA,
@@ -111,10 +110,10 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        # annotations without a usable mask dropped (one warning), then images
-        # without objects as DATALOADER.FILTER_EMPTY_ANNOTATIONS says (videos all kept)
-        dataset = get_train_dataset_dicts(cfg)
-        return build_detection_train_loader(cfg, mapper=build_train_mapper(cfg, dataset), dataset=dataset)
+        # annotations without a usable mask dropped (one warning per set), then images
+        # without objects as DATALOADER.FILTER_EMPTY_ANNOTATIONS says (videos all kept);
+        # the sets drawn in the shares of DATASETS.TRAIN_RATIOS
+        return build_train_loader(cfg)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):

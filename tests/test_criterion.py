@@ -190,6 +190,25 @@ def test_criterion_weights_from_config():
     torch.testing.assert_close(scaled["loss_objectness"], 3 * base["loss_objectness"])
 
 
+def test_given_assignment_and_mask_only():
+    """``indices`` replaces the matching; ``mask_only`` gives the dice and pixel BCE
+    of the same call without it, nothing else."""
+    outputs, targets = _problem(perfect=True)
+    crit = SetCriterion(_cfg())
+    losses, matched = crit(outputs, targets, return_indices=True)
+    assert [_pairs(m) for m in matched] == [[(0, 1), (2, 0)], [(1, 0)]]
+    assert crit(outputs, targets, matched) == losses
+    # swap the queries of image 0: its masks now go to the wrong targets
+    swapped = [(matched[0][0].flip(0), matched[0][1]), matched[1]]
+    wrong = crit(outputs, targets, swapped)
+    assert wrong["loss_dice"] > 0.5 and wrong["loss_cls"] > 1.0
+    crit.matcher.forward = None  # any matching now fails
+    only = crit({"pred_masks": outputs["pred_masks"]}, targets, swapped, mask_only=True)
+    assert set(only) == {"loss_dice", "loss_mask"}
+    for k in only:
+        torch.testing.assert_close(only[k], wrong[k])
+
+
 @pytest.mark.parametrize("mixed", [False, True])
 def test_criterion_images_without_instances(mixed):
     outputs, targets = _problem(perfect=True)

@@ -141,7 +141,16 @@ def add_mobileinst_config(cfg):
     # Temporal query passing during training on frame pairs (t, t+d): the
     # paper's video training (on in the YouTube-VIS configs).
     mi.VIDEO.QUERY_PASSING = False
-    # Also supervise frame t (besides t+d) when training on pairs (DEFAULT).
+    # How query passing supervises a pair. "paper": frame t+d runs the whole
+    # model with all losses and its own matching M^{t+d}; frame t's global-stage
+    # queries through frame t+d's local stage give masks supervised under the
+    # same M^{t+d} by the mask losses only (dice + pixel BCE, "_qp").
+    # "matched" (this project's earlier variant): the passed queries are matched
+    # on their own and get every loss ("_qp"); frame t+d's own prediction is not
+    # computed.
+    mi.VIDEO.QUERY_PASSING_MODE = "paper"
+    # Also supervise frame t as an image (its own queries, matching and all
+    # losses) when training on pairs with query passing (DEFAULT).
     mi.VIDEO.SUPERVISE_KEY_FRAME = True
     # Kernel reuse: run the instance decoder every T frames (the paper's T = 3).
     mi.VIDEO.REUSE_INTERVAL = 3
@@ -231,6 +240,11 @@ def add_mobileinst_config(cfg):
     # ---- data ----------------------------------------------------------------
     cfg.INPUT.SAMPLING_FRAME_RANGE = 5  # d in [1, range] for frame pairs (DEFAULT)
     cfg.INPUT.PSEUDO_VIDEO = False  # beyond the paper: COCO images as 2-view pseudo videos
+    # Beyond the paper: shares of the training samples drawn from each set of DATASETS.TRAIN (same
+    # order; normalised to sum 1), e.g. (1.0, 0.75) for YouTube-VIS videos and
+    # COCO pseudo videos (mobileinst.data.sampler). Empty: every sample of every
+    # set alike (detectron2's DATALOADER.SAMPLER_TRAIN).
+    cfg.DATASETS.TRAIN_RATIOS = ()
     # Beyond the paper: copy-paste (mobileinst.data.copy_paste). With probability
     # PROB a training image gets 1..MAX_OBJECTS objects of another training image
     # pasted on (images only; video pairs are not pasted).

@@ -8,8 +8,13 @@
 
 Sums are normalised by the number of target instances (averaged over all
 processes), as in DETR and SparseInst.
+
+``SetCriterion(outputs, targets)`` matches and returns all four losses; it can
+also return the assignment M it used, and supervise other outputs under a given
+M by L_mask alone (the passed branch of temporal query passing, which shares
+frame t+d's M^{t+d}).
 """
-from typing import Dict, List
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +24,9 @@ from fvcore.nn import sigmoid_focal_loss
 from torch import nn
 
 from .matcher import HungarianMatcher, batch_indices
+
+# per image (query indices, target indices): an assignment M of queries to targets
+Indices = List[Tuple[torch.Tensor, torch.Tensor]]
 
 
 def dice_loss(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -73,55 +81,70 @@ class SetCriterion(nn.Module):
             "iou_threshold": c.LOSS.IOU_MASK_THRESHOLD,
         }
 
-    def forward(self, outputs: Dict[str, torch.Tensor], targets: List[dict]) -> Dict[str, torch.Tensor]:
+    def forward(self, outputs: Dict[str, torch.Tensor], targets: List[dict], indices: Optional[Indices] = None,
+                mask_only: bool = False, return_indices: bool = False):
         """
         Args:
             outputs: "pred_logits" (B, N, C), "pred_objectness" (B, N),
-                "pred_masks" (B, N, h, w) mask logits.
+                "pred_masks" (B, N, h, w) mask logits ("pred_masks" alone with
+                ``mask_only`` and ``indices``).
             targets: per image {"labels": (M,), "masks": (M, h, w) in [0, 1]}
                 at the resolution of "pred_masks".
+            indices: an assignment M of queries to targets, per image (query
+                indices, target indices), to use instead of matching these outputs
+                (the passed branch of temporal query passing shares frame t+d's M^{t+d}).
+            mask_only: L_mask alone (loss_dice and loss_mask), no class or
+                objectness term.
+            return_indices: also return the assignment used.
         Returns:
-            weighted losses.
+            weighted losses: loss_cls, loss_dice, loss_mask, loss_objectness (or
+            the two of L_mask); with ``return_indices``, (losses, M).
         """
+        terms = ("loss_dice", "loss_mask") if mask_only else tuple(self.weights)
         # Matching and losses in float32, also under mixed precision
         # (SOLVER.AMP.ENABLED): sums over the pixels of a mask overflow float16.
-        with torch.autocast(device_type=outputs["pred_logits"].device.type, enabled=False):
+        with torch.autocast(device_type=outputs["pred_masks"].device.type, enabled=False):
             outputs = {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in outputs.items()}
-            return self._losses(outputs, targets)
+            if indices is None:
+                indices = self.matcher(outputs["pred_logits"], outputs["pred_masks"], targets)
+            losses = {k: v * self.weights[k] for k, v in self._losses(outputs, targets, indices, terms).items()}
+        return (losses, indices) if return_indices else losses
 
-    def _losses(self, outputs: Dict[str, torch.Tensor], targets: List[dict]) -> Dict[str, torch.Tensor]:
-        logits = outputs["pred_logits"]
+    def _losses(self, outputs: Dict[str, torch.Tensor], targets: List[dict], indices: Indices,
+                terms) -> Dict[str, torch.Tensor]:
+        """The unweighted losses named in ``terms`` under the assignment ``indices``."""
         masks = outputs["pred_masks"]
-        indices = self.matcher(logits, masks, targets)
-
         num_instances = sum(len(t["labels"]) for t in targets)
-        num = torch.as_tensor([float(num_instances)], device=logits.device)
+        num = torch.as_tensor([float(num_instances)], device=masks.device)
         if comm.get_world_size() > 1:
             torch.distributed.all_reduce(num)
         num = (num / comm.get_world_size()).clamp(min=1.0).item()
 
-        # classification: one-hot targets on matched queries, zeros elsewhere
         b_idx, q_idx = batch_indices(indices)
-        b_idx, q_idx = b_idx.to(logits.device), q_idx.to(logits.device)
-        tgt_labels = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)]) if targets else None
-        cls_target = torch.zeros_like(logits)
-        if q_idx.numel():
-            cls_target[b_idx, q_idx, tgt_labels] = 1.0
-        loss_cls = sigmoid_focal_loss(logits, cls_target, self.focal_alpha, self.focal_gamma, "sum") / num
+        b_idx, q_idx = b_idx.to(masks.device), q_idx.to(masks.device)
+        losses = {}
+        if "loss_cls" in terms:
+            # classification: one-hot targets on matched queries, zeros elsewhere
+            logits = outputs["pred_logits"]
+            tgt_labels = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)]) if targets else None
+            cls_target = torch.zeros_like(logits)
+            if q_idx.numel():
+                cls_target[b_idx, q_idx, tgt_labels] = 1.0
+            losses["loss_cls"] = sigmoid_focal_loss(logits, cls_target, self.focal_alpha, self.focal_gamma,
+                                                    "sum") / num
 
+        with_obj = "loss_objectness" in terms
         if q_idx.numel():
             src_masks = masks[b_idx, q_idx]
             tgt_masks = torch.cat([t["masks"][j] for t, (_, j) in zip(targets, indices)]).to(src_masks.dtype)
-            loss_dice = dice_loss(src_masks, tgt_masks) / num
-            loss_mask = F.binary_cross_entropy_with_logits(src_masks, tgt_masks, reduction="mean")
-            ious = mask_iou(src_masks, tgt_masks, self.iou_threshold)
-            obj = outputs["pred_objectness"][b_idx, q_idx]
-            loss_obj = F.binary_cross_entropy_with_logits(obj, ious, reduction="mean")
+            losses["loss_dice"] = dice_loss(src_masks, tgt_masks) / num
+            losses["loss_mask"] = F.binary_cross_entropy_with_logits(src_masks, tgt_masks, reduction="mean")
+            if with_obj:
+                ious = mask_iou(src_masks, tgt_masks, self.iou_threshold)
+                obj = outputs["pred_objectness"][b_idx, q_idx]
+                losses["loss_objectness"] = F.binary_cross_entropy_with_logits(obj, ious, reduction="mean")
         else:
             # keep every parameter in the graph (DDP) with zero-valued losses
-            zero = masks.sum() * 0.0 + outputs["pred_objectness"].sum() * 0.0
-            loss_dice = loss_mask = loss_obj = zero
-
-        losses = {"loss_cls": loss_cls, "loss_dice": loss_dice, "loss_mask": loss_mask,
-                  "loss_objectness": loss_obj}
-        return {k: v * self.weights[k] for k, v in losses.items()}
+            zero = masks.sum() * 0.0 + (outputs["pred_objectness"].sum() * 0.0 if with_obj else 0.0)
+            losses.update({k: zero for k in ("loss_dice", "loss_mask", "loss_objectness") if k in terms})
+        return losses

@@ -2,9 +2,12 @@
 from . import datasets  # noqa: F401  (registers the builtin datasets)
 from .build import (  # noqa: F401
     build_test_mapper,
+    build_train_loader,
     build_train_mapper,
     check_num_classes,
     get_train_dataset_dicts,
+    get_train_datasets,
+    is_pseudo_video_dataset,
     is_video_dataset,
 )
 from .filters import drop_annotations_without_masks, mask_problem  # noqa: F401

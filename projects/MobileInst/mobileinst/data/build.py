@@ -1,9 +1,13 @@
 # Copyright (c) MobileInst authors. Licensed under the Apache License 2.0.
-"""Choose the dataset mapper for a dataset (images or videos), build the training
-set (annotations without a usable mask dropped) and check NUM_CLASSES against it."""
+"""Choose the dataset mapper for a dataset (images, videos or pseudo videos), build
+the training set (annotations without a usable mask dropped) and its loader (the
+sets of DATASETS.TRAIN in the shares of DATASETS.TRAIN_RATIOS), and check
+NUM_CLASSES against it."""
+import itertools
 import logging
-from typing import Iterable, Optional
+from typing import Iterable, List, Optional
 
+import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from .dataset_mapper import MobileInstDatasetMapper
@@ -16,10 +20,18 @@ def is_video_dataset(dataset_name: str) -> bool:
     return MetadataCatalog.get(dataset_name).get("evaluator_type", None) == "ytvis"
 
 
+def is_pseudo_video_dataset(dataset_name: str) -> bool:
+    """True for image sets registered as pseudo videos (``datasets.pseudo_video``)."""
+    return bool(MetadataCatalog.get(dataset_name).get("pseudo_video", False))
+
+
 def build_train_mapper(cfg, dataset_dicts=None):
-    """Frame-pair mapper for video sets (and pseudo videos), else the image mapper
-    (``dataset_dicts``: the training set, which copy-paste takes objects from)."""
-    if is_video_dataset(cfg.DATASETS.TRAIN[0]) or cfg.INPUT.PSEUDO_VIDEO:
+    """The frame-pair mapper when a set of DATASETS.TRAIN is a video or pseudo-video
+    set, or with INPUT.PSEUDO_VIDEO (it takes image dicts as pseudo videos), else
+    the image mapper (``dataset_dicts``: the training set, which copy-paste takes
+    objects from)."""
+    names = cfg.DATASETS.TRAIN
+    if cfg.INPUT.PSEUDO_VIDEO or any(is_video_dataset(n) or is_pseudo_video_dataset(n) for n in names):
         from .ytvis_mapper import build_pair_mapper
 
         return build_pair_mapper(cfg)
@@ -34,29 +46,67 @@ def build_test_mapper(cfg, dataset_name: str):
     return MobileInstDatasetMapper(cfg, is_train=False)
 
 
-def get_train_dataset_dicts(cfg):
-    """The dicts of ``DATASETS.TRAIN``, as detectron2's ``get_detection_dataset_dicts``
-    builds them, with the annotations that have no usable mask dropped first
-    (:func:`drop_annotations_without_masks`, one warning); then, for image sets and
-    ``DATALOADER.FILTER_EMPTY_ANNOTATIONS``, the images left without objects are
-    removed, as detectron2 does (video sets keep every video)."""
+def get_train_datasets(cfg) -> List[list]:
+    """The dicts of each set of ``DATASETS.TRAIN``, in order, as detectron2's
+    ``get_detection_dataset_dicts`` loads them, with the annotations that have no
+    usable mask dropped first (:func:`drop_annotations_without_masks`, one warning
+    per set); then, for image sets and ``DATALOADER.FILTER_EMPTY_ANNOTATIONS``, the
+    images left without objects are removed, as detectron2 does (video sets keep
+    every video). The sets must have the same ``thing_classes``."""
     from detectron2.data import get_detection_dataset_dicts
+    from detectron2.data.detection_utils import check_metadata_consistency
 
     from .filters import drop_annotations_without_masks
 
-    names = list(cfg.DATASETS.TRAIN)
-    dicts = get_detection_dataset_dicts(names, filter_empty=False)
-    if not isinstance(dicts, list):  # a torch Dataset: loaded lazily, nothing to filter here
-        return dicts
-    dicts = drop_annotations_without_masks(dicts, ", ".join(names))
-    if cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS and not any(is_video_dataset(n) for n in names):
-        # detectron2's filter_images_with_only_crowd_annotations (whose signature varies by version)
-        before = len(dicts)
-        dicts = [d for d in dicts if any(a.get("iscrowd", 0) == 0 for a in d.get("annotations", ()))]
-        logger.info(f"Removed {before - len(dicts)} images with no usable annotations. {len(dicts)} images left.")
-    if not dicts:
-        raise ValueError(f"DATASETS.TRAIN {tuple(names)}: no image with objects left to train on")
-    return dicts
+    sets = []
+    for name in cfg.DATASETS.TRAIN:
+        dicts = get_detection_dataset_dicts([name], filter_empty=False)
+        if not isinstance(dicts, list):  # a torch Dataset: loaded lazily, nothing to filter here
+            sets.append(dicts)
+            continue
+        dicts = drop_annotations_without_masks(dicts, name)
+        if cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS and not is_video_dataset(name):
+            # detectron2's filter_images_with_only_crowd_annotations (whose signature varies by version)
+            before = len(dicts)
+            dicts = [d for d in dicts if any(a.get("iscrowd", 0) == 0 for a in d.get("annotations", ()))]
+            logger.info(f"{name}: removed {before - len(dicts)} images with no usable annotations. "
+                        f"{len(dicts)} images left.")
+        if not dicts:
+            raise ValueError(f"DATASETS.TRAIN '{name}': no image with objects left to train on")
+        sets.append(dicts)
+    if len(sets) > 1:
+        try:
+            check_metadata_consistency("thing_classes", list(cfg.DATASETS.TRAIN))
+        except AttributeError:  # classes unknown for a set: nothing to compare
+            pass
+    return sets
+
+
+def _concatenated(sets):
+    if all(isinstance(s, list) for s in sets):
+        return list(itertools.chain.from_iterable(sets))
+    return sets[0] if len(sets) == 1 else torch.utils.data.ConcatDataset(sets)
+
+
+def get_train_dataset_dicts(cfg):
+    """The dicts of :func:`get_train_datasets`, concatenated (a torch Dataset stays
+    as loaded)."""
+    return _concatenated(get_train_datasets(cfg))
+
+
+def build_train_loader(cfg):
+    """detectron2's ``build_detection_train_loader`` on :func:`get_train_datasets`,
+    with :func:`build_train_mapper` and, with ``DATASETS.TRAIN_RATIOS``, the sampler
+    that draws the sets in those shares (``sampler.build_train_sampler``)."""
+    from detectron2.data import build_detection_train_loader
+
+    from .sampler import build_train_sampler
+
+    sets = get_train_datasets(cfg)
+    sampler = build_train_sampler(cfg, [len(s) for s in sets]) if cfg.DATASETS.TRAIN_RATIOS else None
+    dataset = _concatenated(sets)
+    return build_detection_train_loader(cfg, mapper=build_train_mapper(cfg, dataset), dataset=dataset,
+                                        sampler=sampler)
 
 
 def dataset_num_classes(dataset_name: str, load: bool = True) -> Optional[int]:

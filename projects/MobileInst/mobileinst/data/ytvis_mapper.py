@@ -46,7 +46,9 @@ class YTVISPairMapper:
         self.image_format = image_format
         self.mask_format = mask_format
         self.frame_range = max(1, int(sampling_frame_range))
-        self.rng = np.random.default_rng(seed)
+        # (t, d) draws; without ``seed`` seeded from numpy's global generator, which
+        # detectron2 seeds with cfg.SEED: runs with the same SEED see the same pairs
+        self.rng = np.random.default_rng(seed if seed is not None else np.random.randint(2 ** 31))
         logger.info(f"[YTVISPairMapper] augmentations {augmentations}, d in [1, {self.frame_range}]")
 
     @classmethod

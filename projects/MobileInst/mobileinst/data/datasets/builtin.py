@@ -6,6 +6,10 @@
 * ``synthetic_ytvis_{train,val}``: ``synthetic_ytvis/{train,val}/JPEGImages``
   and ``synthetic_ytvis/annotations/{train,val}.json``
 * ``ytvis_{2019,2021}_{train,val}`` (see ``ytvis.register_all_ytvis``)
+* pseudo videos (``pseudo_video``): ``coco2ytvis{2019,2021}_train``, the
+  images of ``coco_2017_train`` with YouTube-VIS 2019 / 2021 labels, and
+  ``synthetic_coco2ytvis_train``, those of ``synthetic_coco_train`` with
+  synthetic YouTube-VIS labels (maps in ``coco_to_ytvis``)
 
 COCO and LVIS come from detectron2's own builtin registration. Nothing is read
 at registration time.
@@ -16,7 +20,15 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
 from ..synthetic import SYNTHETIC_CATEGORIES
-from .ytvis import _get_ytvis_metadata, register_all_ytvis, register_ytvis_instances
+from .coco_to_ytvis import COCO_TO_YTVIS_2019, COCO_TO_YTVIS_2021, SYNTHETIC_COCO_TO_YTVIS
+from .pseudo_video import register_pseudo_video_instances
+from .ytvis import (
+    YTVIS_2019_CATEGORIES,
+    YTVIS_2021_CATEGORIES,
+    _get_ytvis_metadata,
+    register_all_ytvis,
+    register_ytvis_instances,
+)
 
 HOW_TO_MAKE = "make it with `python datasets/prepare_synthetic.py --root {root}` (or `make data`)"
 
@@ -44,7 +56,8 @@ def _load_synthetic_coco(json_file, image_root, name, root):
 
 
 def register_all_synthetic(root: str, prefix: str = "synthetic"):
-    """Register ``{prefix}_coco_{train,val}`` and ``{prefix}_ytvis_{train,val}`` under ``root``."""
+    """Register ``{prefix}_coco_{train,val}``, ``{prefix}_ytvis_{train,val}`` under ``root``
+    and the pseudo videos ``{prefix}_coco2ytvis_train``."""
     for split in ("train", "val"):
         name = f"{prefix}_coco_{split}"
         if name not in DatasetCatalog.list():
@@ -64,8 +77,20 @@ def register_all_synthetic(root: str, prefix: str = "synthetic"):
                 os.path.join(root, "synthetic_ytvis", "annotations", f"{split}.json"),
                 os.path.join(root, "synthetic_ytvis", split, "JPEGImages"),
             )
+    name = f"{prefix}_coco2ytvis_train"
+    if name not in DatasetCatalog.list():
+        register_pseudo_video_instances(name, f"{prefix}_coco_train", SYNTHETIC_COCO_TO_YTVIS, SYNTHETIC_CATEGORIES)
+
+
+def register_all_pseudo_videos():
+    """Register ``coco2ytvis{2019,2021}_train`` (COCO 2017 train as YouTube-VIS pseudo videos)."""
+    for name, category_map, categories in (("coco2ytvis2019_train", COCO_TO_YTVIS_2019, YTVIS_2019_CATEGORIES),
+                                           ("coco2ytvis2021_train", COCO_TO_YTVIS_2021, YTVIS_2021_CATEGORIES)):
+        if name not in DatasetCatalog.list():
+            register_pseudo_video_instances(name, "coco_2017_train", category_map, categories)
 
 
 _root = os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
 register_all_synthetic(_root)
 register_all_ytvis(_root)
+register_all_pseudo_videos()
