@@ -40,6 +40,10 @@ EXPECTED = {
         ("MODEL.WEIGHTS", "output/coco/MobileInst_TopFormer_base_640/model_final.pth"),
     "youtubevis/MobileInst_TopFormer_base_ytvis2021.yaml":
         ("MODEL.WEIGHTS", "output/coco/MobileInst_TopFormer_base_640/model_final.pth"),
+    "youtubevis/MobileInst_TopFormer_base_ytvis2019_coco.yaml":
+        ("MODEL.WEIGHTS", "output/coco/MobileInst_TopFormer_base_640/model_final.pth"),
+    "youtubevis/MobileInst_TopFormer_base_ytvis2021_coco.yaml":
+        ("MODEL.WEIGHTS", "output/coco/MobileInst_TopFormer_base_640/model_final.pth"),
 }
 
 
