@@ -104,13 +104,16 @@ def _train_here(cfg):
     detectron2's ``launch``); returns (the model, what the training record says:
     budget, iterations done, seconds in training steps and per iteration, images
     per second, processes; the results of the evaluation that detectron2's
-    EvalHook runs when training ends, which is not counted as training)."""
+    EvalHook runs when training ends, which is not counted as training). The
+    main process saves <OUTPUT_DIR>/model_final.pth."""
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=False)
     start = time.perf_counter()
     trainer.train()
     wall = time.perf_counter() - start
     model = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
+    if comm.is_main_process():
+        DetectionCheckpointer(model, cfg.OUTPUT_DIR).save("model_final")
     done = trainer.iter - trainer.start_iter
     step_time = next(h for h in trainer._hooks if isinstance(h, hooks.IterationTimer))._total_timer.seconds()
     spi = step_time / max(done, 1)
@@ -134,14 +137,13 @@ RECORD_FILE = "quickstart_record.json"
 
 
 def _train_process(cfg):
-    """One of the processes that ``launch`` starts: train; the main one saves
-    model_final.pth and the record for the parent process."""
+    """One of the processes that ``launch`` starts: train; the main one writes
+    the record for the parent process (next to model_final.pth)."""
     split_cpu_threads(cfg.MODEL.DEVICE)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="mobileinst")
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank())
-    model, record, results = _train_here(cfg)
+    _, record, results = _train_here(cfg)
     if comm.is_main_process():
-        DetectionCheckpointer(model, cfg.OUTPUT_DIR).save("model_final")
         atomic_write_json(os.path.join(cfg.OUTPUT_DIR, RECORD_FILE), {"record": record, "results": results})
 
 
@@ -153,7 +155,6 @@ def train(cfg, processes: int = 1):
     evaluation when training ended, or those of a new one)."""
     if processes <= 1:
         model, record, results = _train_here(cfg)
-        DetectionCheckpointer(model, cfg.OUTPUT_DIR).save("model_final")
     else:
         path = os.path.join(cfg.OUTPUT_DIR, RECORD_FILE)
         if os.path.exists(path):
