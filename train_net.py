@@ -30,7 +30,6 @@ from detectron2.engine import (
     TrainerBase,
     default_argument_parser,
     default_setup,
-    launch,
 )
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import LVISEvaluator, verify_results
@@ -53,6 +52,7 @@ from mobileinst.engine import (  # noqa: E402
     ProgressBar,
     TimeBudget,
     build_optimizer,
+    launch,
     scaled_steps,
     split_cpu_threads,
 )

@@ -204,3 +204,35 @@ def test_split_cpu_threads(monkeypatch):
         assert split_cpu_threads("cpu") == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_launched_process_leaves_its_group(tmp_path):
+    """Each process that mobileinst.engine.launch starts destroys its gloo group
+    when its function returns (or raises): no group is left to be torn down at
+    interpreter exit, which can abort the process."""
+    import torch.distributed as dist
+
+    from mobileinst.engine.launch import run_then_leave_group
+
+    def init():
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store{len(calls)}", rank=0, world_size=1)
+
+    calls = []
+
+    def work(x):
+        calls.append(x)
+        t = torch.tensor([x])
+        dist.all_reduce(t)
+        return int(t)
+
+    init()
+    assert run_then_leave_group(work, 3) == 3
+    assert not dist.is_initialized()
+
+    def fails():
+        raise RuntimeError("boom")
+
+    init()
+    with pytest.raises(RuntimeError, match="boom"):
+        run_then_leave_group(fails)
+    assert not dist.is_initialized()

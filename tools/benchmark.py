@@ -260,7 +260,7 @@ def bench_training(args):
     on a CPU); the main process's step times are reported."""
     if args.processes <= 1:
         return _bench_training_steps(args)
-    from detectron2.engine import launch
+    from mobileinst.engine import launch
 
     path = args.output + ".training.json"
     launch(_bench_training_process, args.processes, dist_url="auto", args=(args, dict(MACHINE), path))

@@ -38,14 +38,14 @@ from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.config import get_cfg  # noqa: E402
 from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 from detectron2.data.detection_utils import read_image  # noqa: E402
-from detectron2.engine import hooks, launch  # noqa: E402
+from detectron2.engine import hooks  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 from detectron2.utils.visualizer import ColorMode, Visualizer  # noqa: E402
 
 from mobileinst import add_mobileinst_config  # noqa: E402
 from mobileinst.data.synthetic import generate_all  # noqa: E402
-from mobileinst.engine import split_cpu_threads  # noqa: E402
+from mobileinst.engine import launch, split_cpu_threads  # noqa: E402
 from mobileinst.engine.threads import available_cores  # noqa: E402
 from mobileinst.predictor import MobileInstPredictor  # noqa: E402
 from mobileinst.utils.checkpoint import build_checkpointer  # noqa: E402
