@@ -346,7 +346,7 @@ def set_threads(n: int):
     cv2.setNumThreads(n)
 
 
-def main(argv=None):
+def argument_parser():
     parser = config_argument_parser(description=__doc__)
     parser.add_argument("--config-file", default=os.path.join(ROOT, "configs/coco/MobileInst_TopFormer_base_640.yaml"))
     parser.add_argument("--weights", default="", help="optional MobileInst weights (timing needs none)")
@@ -376,7 +376,11 @@ def main(argv=None):
     parser.add_argument("--processes", type=int, default=1,
                         help="--train: training processes sharing the --threads (DistributedDataParallel)")
     parser.add_argument("--output", default="output/benchmark/benchmark.json")
-    args = parse_with_overrides(parser, argv)
+    return parser
+
+
+def main(argv=None):
+    args = parse_with_overrides(argument_parser(), argv)
 
     set_threads(args.threads or os.cpu_count())
     MACHINE.update(machine_info())
