@@ -10,7 +10,6 @@ Each track keeps one colour and its id for the whole video. The input, the
 config (NUM_CLASSES), the weights and the output folder are all checked before
 the first frame is read; a failed run leaves no output folder behind.
 """
-import argparse
 import os
 import sys
 
@@ -24,6 +23,7 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from mobileinst.config import load_mobileinst_config  # noqa: E402
+from mobileinst.utils.cli import config_argument_parser, parse_with_overrides  # noqa: E402
 from mobileinst.video import StreamingPredictor, iter_frames  # noqa: E402
 from mobileinst.video.predictor import video_fps  # noqa: E402
 from mobileinst_runtime.frames import check_source  # noqa: E402
@@ -52,14 +52,13 @@ def run(cfg, source, output_dir, score_threshold=0.3, video_id=1, class_names=No
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = config_argument_parser(description=__doc__)
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--input", required=True, help="video file, folder of frames, or camera index")
     parser.add_argument("--output", default="output/demo")
     parser.add_argument("--score-threshold", type=float, default=0.3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
-    args = parser.parse_args(argv)
+    args = parse_with_overrides(parser, argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = load_mobileinst_config(args.config_file, args.opts)

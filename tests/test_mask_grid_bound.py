@@ -1,4 +1,4 @@
-"""tools/mask_grid_bound.py: the mask AP bound of the X_mask grid, by hand and end to end."""
+"""tools/analysis/mask_grid_bound.py: the mask AP bound of the X_mask grid, by hand and end to end."""
 import json
 import os
 import sys
@@ -8,7 +8,7 @@ import pytest
 
 from conftest import ROOT
 
-sys.path.insert(0, os.path.join(ROOT, "tools"))
+sys.path.insert(0, os.path.join(ROOT, "tools", "analysis"))
 import mask_grid_bound  # noqa: E402
 
 

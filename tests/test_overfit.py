@@ -4,7 +4,7 @@ Trained for 80 iterations and evaluated on the same four 256x256 images (8
 objects, no augmentation) with train_net's Trainer and its COCO evaluator,
 MobileInst reaches mask AP 97.9 (94-96 from two unseeded initialisations),
 near the ceiling that the 1/4 mask grid alone sets on these masks
-(tools/mask_grid_bound.py: 98.8; 97.6 after 250 iterations): nothing in the
+(tools/analysis/mask_grid_bound.py: 98.8; 97.6 after 250 iterations): nothing in the
 losses, the matching, the post-processing (mask threshold, score ranking, max
 detections, Matrix NMS) or the evaluation caps the mask AP below it.
 
@@ -27,8 +27,8 @@ from pycocotools.coco import COCO
 
 from mobileinst.data.synthetic import generate_coco
 
-if os.path.join(ROOT, "tools") not in sys.path:
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
+if os.path.join(ROOT, "tools", "analysis") not in sys.path:
+    sys.path.insert(0, os.path.join(ROOT, "tools", "analysis"))
 import mask_grid_bound  # noqa: E402
 
 NAME = "test_overfit_synthetic_4"

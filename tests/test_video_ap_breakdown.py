@@ -1,4 +1,4 @@
-"""tools/video_ap_breakdown.py on hand-made tracks."""
+"""tools/analysis/video_ap_breakdown.py on hand-made tracks."""
 import json
 import os
 import subprocess
@@ -9,7 +9,7 @@ import pycocotools.mask as mask_util
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
+sys.path.insert(0, os.path.join(ROOT, "tools", "analysis"))
 import video_ap_breakdown as vab  # noqa: E402
 
 H, W = 4, 6
@@ -103,7 +103,7 @@ def test_cli_writes_json_and_reports_a_missing_file(tmp_path):
     gt_path, res_path, out = tmp_path / "gt.json", tmp_path / "res.json", tmp_path / "out" / "b.json"
     gt_path.write_text(json.dumps(_gt()))
     res_path.write_text(json.dumps([_track(1, 0.9, (A, A)), _track(1, 0.8, (B, B))]))
-    script = os.path.join(ROOT, "tools", "video_ap_breakdown.py")
+    script = os.path.join(ROOT, "tools", "analysis", "video_ap_breakdown.py")
     run = subprocess.run([sys.executable, script, "--gt", str(gt_path), "--results", str(res_path),
                           "--output", str(out)], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr

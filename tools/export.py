@@ -16,7 +16,6 @@ Writes (``mobileinst.export`` describes the graphs):
   export_meta.json      input size/format, normalisation, classes, thresholds, video settings
 and checks every ONNX graph against PyTorch with onnxruntime.
 """
-import argparse
 import json
 import logging
 import os
@@ -35,6 +34,7 @@ from detectron2.data import MetadataCatalog  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
 
 from mobileinst.config import load_mobileinst_config  # noqa: E402
+from mobileinst.utils.cli import config_argument_parser, parse_with_overrides  # noqa: E402
 from mobileinst.data import check_num_classes  # noqa: E402
 from mobileinst.export import GRAPHS, build_graph_modules, nonkey_size, padded_size  # noqa: E402
 from mobileinst.utils.checkpoint import load_weights  # noqa: E402
@@ -242,7 +242,7 @@ def _export(cfg, model, output, height, width, graphs, torchscript, do_quantize,
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = config_argument_parser(description=__doc__)
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
                         help="fixed input size (default: INPUT.MIN_SIZE_TEST square)")
@@ -251,8 +251,7 @@ def main(argv=None):
     parser.add_argument("--no-torchscript", action="store_true")
     parser.add_argument("--quantize", action="store_true", help="also write int8 (QDQ) graphs")
     parser.add_argument("--calib-dir", default=None, help="images for int8 calibration")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
-    args = parser.parse_args(argv)
+    args = parse_with_overrides(parser, argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = load_mobileinst_config(args.config_file, args.opts, device="cpu")
     h, w = args.size or (cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST)

@@ -19,7 +19,7 @@ demo's json) and prints:
   predicted one, a predicted mask but no ground-truth one, both (and the mean
   per-frame mask IoU there)::
 
-    python tools/video_ap_breakdown.py --gt datasets/synthetic_ytvis/annotations/val.json \\
+    python tools/analysis/video_ap_breakdown.py --gt datasets/synthetic_ytvis/annotations/val.json \\
         --results output/quickstart/video/inference/results.json
 
 Needs no model: run ``train_net.py --eval-only`` on a ytvis dataset first.
@@ -33,7 +33,7 @@ from typing import Dict, List
 import numpy as np
 import pycocotools.mask as mask_util
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 try:
     import mobileinst  # noqa: F401
 except ImportError:

@@ -9,7 +9,7 @@ perfect on that grid would predict it. Scored as predictions with the right
 class and score 1 by pycocotools, this is an upper bound on the mask AP of
 that grid (at the given test scale). It helps choose OUTPUT_STRIDE::
 
-    python tools/mask_grid_bound.py datasets/synthetic_coco/annotations/instances_val.json --strides 8 4
+    python tools/analysis/mask_grid_bound.py datasets/synthetic_coco/annotations/instances_val.json --strides 8 4
 
 prints, per stride, mean mask IoU and AP / AP50 / AP75, and with ``--output``
 writes them as json.
@@ -30,7 +30,8 @@ from pycocotools.cocoeval import COCOeval
 try:
     import mobileinst_runtime  # noqa: F401
 except ImportError:  # running from a checkout without `pip install -e .`
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "projects", "MobileInst"))
+    ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    sys.path.insert(0, os.path.join(ROOT, "projects", "MobileInst"))
 from mobileinst_runtime.files import atomic_write_json  # noqa: E402
 
 
