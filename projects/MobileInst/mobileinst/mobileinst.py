@@ -35,9 +35,6 @@ from .utils.pretrained import backbone_build_cfg
 
 logger = logging.getLogger(__name__)
 
-# VIDEO.QUERY_PASSING_MODE: how the passed branch of a frame pair is supervised
-QUERY_PASSING_MODES = ("paper", "matched")
-
 
 @META_ARCH_REGISTRY.register()
 class MobileInst(nn.Module):
@@ -48,7 +45,7 @@ class MobileInst(nn.Module):
                  max_detections: int = 100, query_passing: bool = False, supervise_key_frame: bool = True,
                  deep_supervision: bool = False, multi_class: bool = False, nms_sigma: float = 0.0,
                  pooled_class_weight: float = 0.0, dense_class_weight: float = 0.0, channels_last: bool = False,
-                 video_cfg: Optional[dict] = None, query_passing_mode: str = "paper", global_feature: str = "x6",
+                 video_cfg: Optional[dict] = None, global_feature: str = "x6",
                  global_pool: Optional[nn.Module] = None):
         """
         Args:
@@ -77,10 +74,6 @@ class MobileInst(nn.Module):
         self.mask_threshold = mask_threshold
         self.max_detections = max_detections
         self.query_passing = query_passing
-        if query_passing_mode not in QUERY_PASSING_MODES:
-            raise ValueError(f"MODEL.MOBILEINST.VIDEO.QUERY_PASSING_MODE={query_passing_mode!r}: "
-                             f"expected one of {QUERY_PASSING_MODES}")
-        self.query_passing_mode = query_passing_mode
         self.supervise_key_frame = supervise_key_frame
         self.deep_supervision = deep_supervision
         self.multi_class = multi_class
@@ -130,7 +123,6 @@ class MobileInst(nn.Module):
             "dense_class_weight": c.LOSS.DENSE_CLASS_WEIGHT,
             "channels_last": c.CHANNELS_LAST,
             "query_passing": c.VIDEO.QUERY_PASSING,
-            "query_passing_mode": c.VIDEO.QUERY_PASSING_MODE,
             "supervise_key_frame": c.VIDEO.SUPERVISE_KEY_FRAME,
             "deep_supervision": c.DECODER.DEEP_SUPERVISION,
             "video_cfg": {
@@ -271,16 +263,13 @@ class MobileInst(nn.Module):
         x6, x_mask = self.encode(images.tensor)
         if not self.query_passing:
             losses = self._image_losses(x6, x_mask, targets)
-        elif self.query_passing_mode == "paper":
-            losses = self._query_passing_losses(x6, x_mask, targets, b)
         else:
-            losses = self._matched_query_passing_losses(x6, x_mask, targets, b)
+            losses = self._query_passing_losses(x6, x_mask, targets, b)
         losses.update(self._pooled_class_loss(x_mask, targets))
         return losses
 
     def _query_passing_losses(self, x6, x_mask, targets, b):
-        """Temporal query passing as in the paper (VIDEO.QUERY_PASSING_MODE "paper")
-        on the frames t ([:b]) and t+d ([b:]) of ``b`` pairs.
+        """Temporal query passing as in the paper on the frames t ([:b]) and t+d ([b:]) of ``b`` pairs.
 
         Frame t+d runs the whole model and is supervised as an image (all
         losses, its own matching M^{t+d}). Frame t's global-stage queries Q_G^t
@@ -302,21 +291,6 @@ class MobileInst(nn.Module):
         passed = self._with_masks(dec.forward_local(q_global[:b], x_mask[b:], size), x_mask[b:])
         passed_losses = self.criterion(passed, targets[b:], indices[-b:], mask_only=True)
         losses.update({k + "_qp": v for k, v in passed_losses.items()})
-        return losses
-
-    def _matched_query_passing_losses(self, x6, x_mask, targets, b):
-        """VIDEO.QUERY_PASSING_MODE "matched": frame t's Q_G^t through frame t+d's
-        local stage, matched on their own and supervised by all losses ("_qp");
-        frame t+d's own prediction is not computed. With SUPERVISE_KEY_FRAME,
-        frame t is supervised as an image."""
-        dec = self.instance_decoder
-        q_global = dec.forward_global(x6[:b])
-        size = x6.shape[-2:]
-        losses = self._loss_on(dec.forward_local(q_global, x_mask[b:], size), x_mask[b:], targets[b:], "_qp")
-        if self.supervise_key_frame:
-            losses.update(self._loss_on(dec.forward_local(q_global, x_mask[:b], size), x_mask[:b], targets[:b]))
-            if self.deep_supervision:
-                losses.update(self._loss_on(dec.predict_heads(q_global), x_mask[:b], targets[:b], "_global"))
         return losses
 
     def _pooled_class_loss(self, x_mask, targets):
