@@ -297,19 +297,19 @@ class MobileInst(nn.Module):
         """DECODER.POOLED_CLASS_HEAD: cross-entropy of the pooled class head on
         X_mask features averaged inside each ground-truth mask. Trains the
         class features without the duplicates and label noise of matching."""
-        dec = self.instance_decoder
-        if not getattr(dec, "pooled_class_head", False) or self.pooled_class_weight <= 0:
+        head = self.instance_decoder.pooled_class_head
+        if head is None or self.pooled_class_weight <= 0:
             return {}
-        feats = dec.class_feature_map(x_mask)  # once, for the pooled and the dense loss
+        feats = head.feature_map(x_mask)  # once, for the pooled and the dense loss
         covers = self._mask_covers(targets, feats.shape[-2:], feats.dtype)  # likewise the masks on its grid
         logits, labels = [], []
         for i, (t, cover) in enumerate(zip(targets, covers)):
             if cover is None:
                 continue
-            logits.append(dec.pool_class_logits(feats[i: i + 1], cover[None])[0])
+            logits.append(head.pool_logits(feats[i: i + 1], cover[None])[0])
             labels.append(t["labels"])
         if not logits:  # keep the head in the graph (DDP) with a zero loss
-            zero = sum(p.sum() for p in dec.pooled_cls.parameters()) * 0.0 + feats.sum() * 0.0
+            zero = sum(p.sum() for p in head.pooled_cls.parameters()) * 0.0 + feats.sum() * 0.0
             return {"loss_pooled_cls": zero, **({"loss_dense_cls": zero} if self.dense_class_weight > 0 else {})}
         loss = F.cross_entropy(torch.cat(logits), torch.cat(labels))
         losses = {"loss_pooled_cls": loss * self.pooled_class_weight}
@@ -330,8 +330,7 @@ class MobileInst(nn.Module):
         ground-truth mask covering more than half of it, positions no mask covers
         that much are ignored. ``covers``: :meth:`_mask_covers` on the grid of
         ``feats``, when the caller has them already."""
-        dec = self.instance_decoder
-        logits = dec.dense_class_logits(feats)  # B, C, h, w
+        logits = self.instance_decoder.pooled_class_head.dense_logits(feats)  # B, C, h, w
         h, w = logits.shape[-2:]
         if covers is None:
             covers = self._mask_covers(targets, (h, w), logits.dtype)
