@@ -79,7 +79,7 @@ def test_dense_class_loss_by_hand():
     import torch.nn.functional as F
 
     model = build_model(small_cfg("MODEL.MOBILEINST.LOSS.DENSE_CLASS_WEIGHT", "1.0"))
-    head = model.instance_decoder.pooled_class_head
+    head, criterion = model.instance_decoder.pooled_class_head, model.criterion
     torch.manual_seed(0)
     logits = torch.randn(1, 5, 2, 2)
     head.dense_logits = lambda feats: logits
@@ -93,12 +93,12 @@ def test_dense_class_loss_by_hand():
     b[2:, 2:] = 0.25
     b[3, 2:] = 1.0  # cell (1, 1): a 0.5, b (0.25 * 2 + 1 * 2) / 4 = 0.625 -> b
     targets = [{"labels": torch.tensor([3, 1]), "masks": torch.stack([a, b])}]
-    loss = model._dense_class_loss(torch.zeros(1, 64, 4, 4), targets)
+    loss = criterion.dense_class_loss(head, torch.zeros(1, 64, 4, 4), targets)
     labels = torch.tensor([[[3, 1], [-100, 1]]])
     torch.testing.assert_close(loss, F.cross_entropy(logits, labels, ignore_index=-100))
     # no covered position: a zero loss that keeps the graph
     empty = [{"labels": torch.zeros(0, dtype=torch.int64), "masks": torch.zeros(0, 4, 4)}]
-    assert model._dense_class_loss(torch.zeros(1, 64, 4, 4), empty) == 0
+    assert criterion.dense_class_loss(head, torch.zeros(1, 64, 4, 4), empty) == 0
 
 
 def test_dense_class_loss_trains_the_pooled_head():
