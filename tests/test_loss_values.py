@@ -5,17 +5,7 @@ import pytest
 import torch
 from conftest import small_cfg
 from detectron2.modeling import build_model
-from detectron2.structures import BitMasks, Instances
-
-
-def _instances(h, w, boxes, classes):
-    inst = Instances((h, w))
-    masks = torch.zeros(len(boxes), h, w, dtype=torch.bool)
-    for i, (x0, y0, x1, y1) in enumerate(boxes):
-        masks[i, y0:y1, x0:x1] = True
-    inst.gt_masks = BitMasks(masks)
-    inst.gt_classes = torch.tensor(classes, dtype=torch.int64)
-    return inst
+from test_model import _instances
 
 
 def _images():
