@@ -195,18 +195,70 @@ def test_given_assignment_and_mask_only():
     of the same call without it, nothing else."""
     outputs, targets = _problem(perfect=True)
     crit = SetCriterion(_cfg())
-    losses, matched = crit(outputs, targets, return_indices=True)
+    losses, matched = crit.set_losses(outputs, targets, return_indices=True)
     assert [_pairs(m) for m in matched] == [[(0, 1), (2, 0)], [(1, 0)]]
-    assert crit(outputs, targets, matched) == losses
+    assert crit.set_losses(outputs, targets, matched) == losses == crit(outputs, targets)
     # swap the queries of image 0: its masks now go to the wrong targets
     swapped = [(matched[0][0].flip(0), matched[0][1]), matched[1]]
-    wrong = crit(outputs, targets, swapped)
+    wrong = crit.set_losses(outputs, targets, swapped)
     assert wrong["loss_dice"] > 0.5 and wrong["loss_cls"] > 1.0
     crit.matcher.forward = None  # any matching now fails
-    only = crit({"pred_masks": outputs["pred_masks"]}, targets, swapped, mask_only=True)
+    only = crit.set_losses({"pred_masks": outputs["pred_masks"]}, targets, swapped, mask_only=True)
     assert set(only) == {"loss_dice", "loss_mask"}
     for k in only:
         torch.testing.assert_close(only[k], wrong[k])
+
+
+def test_forward_adds_the_global_and_passed_losses():
+    """forward: the losses of the instance predictions, "_global" of the global
+    stage's (matched on their own), "_qp" of the passed masks (L_mask under the
+    assignment of the instance predictions of the last images), in that order."""
+    outputs, targets = _problem(perfect=True)
+    wrong, _ = _problem(perfect=False)
+    crit = SetCriterion(_cfg())
+    own, matched = crit.set_losses(outputs, targets, return_indices=True)
+    # passed masks of image 1: target 0 at query 0, junk at query 1 (the query of its assignment)
+    passed = torch.full((1, 3, 8, 8), -BIG)
+    passed[0, 0] = outputs["pred_masks"][1, 1]
+    passed = {"pred_masks": passed}
+    losses = crit(dict(outputs, global_outputs=wrong, passed_outputs=passed), targets)
+    expected = dict(own)
+    expected.update({k + "_global": v for k, v in crit.set_losses(wrong, targets).items()})
+    qp = crit.set_losses(passed, targets[1:], matched[1:], mask_only=True)
+    expected.update({k + "_qp": v for k, v in qp.items()})
+    assert list(losses) == list(expected)
+    for k, v in expected.items():
+        torch.testing.assert_close(losses[k], v, msg=k)
+    # matched on their own, the passed masks would have been near perfect
+    rematched = crit.set_losses(dict(passed, pred_logits=outputs["pred_logits"][1:]), targets[1:], mask_only=True)
+    assert losses["loss_dice_qp"] > 0.5 > rematched["loss_dice"]
+    # instance predictions of the last image only (frame t not supervised): matched to the last target
+    last = crit({k: v[1:] for k, v in outputs.items()}, targets)
+    assert last == crit.set_losses({k: v[1:] for k, v in outputs.items()}, targets[1:])
+
+
+def test_pooled_class_losses_need_the_head_and_a_weight():
+    """LOSS.POOLED_CLASS_WEIGHT: cross-entropy of the pooled class head on the
+    features averaged in each ground-truth mask; LOSS.DENSE_CLASS_WEIGHT its MLP
+    per position. Only with the head given and a weight above 0."""
+    from mobileinst.class_head import PooledClassHead
+
+    outputs, targets = _problem(perfect=True)
+    torch.manual_seed(0)
+    head = PooledClassHead(channels=6, hidden_dim=8, num_classes=4, mask_stride=8)
+    x_mask = torch.randn(2, 6, 8, 8)  # the grid of the targets: their covers are the masks
+    outputs = dict(outputs, mask_features=x_mask)
+    crit = SetCriterion(_cfg("MODEL.MOBILEINST.LOSS.POOLED_CLASS_WEIGHT", "2.0",
+                             "MODEL.MOBILEINST.LOSS.DENSE_CLASS_WEIGHT", "0.5"))
+    assert set(crit(outputs, targets)) == {"loss_cls", "loss_dice", "loss_mask", "loss_objectness"}
+    losses = crit(outputs, targets, class_head=head)
+    feats = head.feature_map(x_mask)
+    logits = torch.cat([head.pool_logits(feats[i: i + 1], t["masks"][None])[0] for i, t in enumerate(targets)])
+    expected = 2.0 * F.cross_entropy(logits, torch.cat([t["labels"] for t in targets]))
+    torch.testing.assert_close(losses["loss_pooled_cls"], expected)
+    torch.testing.assert_close(losses["loss_dense_cls"], 0.5 * crit.dense_class_loss(head, feats, targets))
+    off = SetCriterion(_cfg("MODEL.MOBILEINST.LOSS.POOLED_CLASS_WEIGHT", "0.0"))(outputs, targets, class_head=head)
+    assert not {"loss_pooled_cls", "loss_dense_cls"} & set(off)
 
 
 @pytest.mark.parametrize("mixed", [False, True])

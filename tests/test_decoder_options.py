@@ -45,13 +45,13 @@ def test_pooled_class_head_pools_by_hand():
     from torch import nn
 
     # on the paper's 1/8 X_mask (a 1/4 one is first pooled to 1/8: test_heads.py)
-    dec = build_model(small_cfg("MODEL.MOBILEINST.DECODER.POOLED_CLASS_HEAD", "True",
-                                "MODEL.MOBILEINST.MASK_DECODER.OUTPUT_STRIDE", "8",
-                                "MODEL.MOBILEINST.DECODER.MASK_UPSAMPLE", "2")).instance_decoder
-    dec.class_features, dec.pooled_cls = nn.Identity(), nn.Identity()
+    head = build_model(small_cfg("MODEL.MOBILEINST.DECODER.POOLED_CLASS_HEAD", "True",
+                                 "MODEL.MOBILEINST.MASK_DECODER.OUTPUT_STRIDE", "8",
+                                 "MODEL.MOBILEINST.DECODER.MASK_UPSAMPLE", "2")).instance_decoder.pooled_class_head
+    head.class_features, head.pooled_cls = nn.Identity(), nn.Identity()
     x_mask = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])  # (1, D=1, 2, 2)
     weights = torch.tensor([[[[1.0, 0.0], [1.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]]])  # 2 masks
-    out = dec.masked_class_logits(x_mask, weights)
+    out = head.masked_logits(x_mask, weights)
     # sum(w * x) / (sum(w) + 1): (1 + 3) / 3; an empty mask pools to 0
     torch.testing.assert_close(out, torch.tensor([[[4.0 / 3.0], [0.0]]]))
 
@@ -63,13 +63,13 @@ def test_pooled_class_head_losses_and_gradients():
     losses = model(_batch())
     assert "loss_pooled_cls" in losses and losses["loss_pooled_cls"] > 0
     sum(losses.values()).backward()
-    dec = model.instance_decoder
-    assert dec.class_features[0].weight.grad.abs().sum() > 0 and dec.pooled_cls[-1].weight.grad.abs().sum() > 0
+    head = model.instance_decoder.pooled_class_head
+    assert head.class_features[0].weight.grad.abs().sum() > 0 and head.pooled_cls[-1].weight.grad.abs().sum() > 0
     # the query's soft mask only weights the pooling: no gradient reaches the kernels through it
     model.zero_grad()
     x6, x_mask = model.encode(model.preprocess([_batch()[0]["image"]]).tensor)
     kernels = torch.randn(1, 3, x_mask.shape[1], requires_grad=True)
-    dec.pooled_class_logits(kernels, x_mask).sum().backward()
+    head(kernels, x_mask).sum().backward()
     assert kernels.grad is None or kernels.grad.abs().sum() == 0
 
 
@@ -79,10 +79,10 @@ def test_dense_class_loss_by_hand():
     import torch.nn.functional as F
 
     model = build_model(small_cfg("MODEL.MOBILEINST.LOSS.DENSE_CLASS_WEIGHT", "1.0"))
-    dec = model.instance_decoder
+    head, criterion = model.instance_decoder.pooled_class_head, model.criterion
     torch.manual_seed(0)
     logits = torch.randn(1, 5, 2, 2)
-    dec.dense_class_logits = lambda x_mask: logits
+    head.dense_logits = lambda feats: logits
     # targets on a 4x4 grid pooled to the 2x2 class grid
     a = torch.zeros(4, 4)
     a[:2, :2] = 1.0  # covers cell (0, 0) fully
@@ -93,12 +93,12 @@ def test_dense_class_loss_by_hand():
     b[2:, 2:] = 0.25
     b[3, 2:] = 1.0  # cell (1, 1): a 0.5, b (0.25 * 2 + 1 * 2) / 4 = 0.625 -> b
     targets = [{"labels": torch.tensor([3, 1]), "masks": torch.stack([a, b])}]
-    loss = model._dense_class_loss(torch.zeros(1, 64, 4, 4), targets)
+    loss = criterion.dense_class_loss(head, torch.zeros(1, 64, 4, 4), targets)
     labels = torch.tensor([[[3, 1], [-100, 1]]])
     torch.testing.assert_close(loss, F.cross_entropy(logits, labels, ignore_index=-100))
     # no covered position: a zero loss that keeps the graph
     empty = [{"labels": torch.zeros(0, dtype=torch.int64), "masks": torch.zeros(0, 4, 4)}]
-    assert model._dense_class_loss(torch.zeros(1, 64, 4, 4), empty) == 0
+    assert criterion.dense_class_loss(head, torch.zeros(1, 64, 4, 4), empty) == 0
 
 
 def test_dense_class_loss_trains_the_pooled_head():
@@ -108,8 +108,8 @@ def test_dense_class_loss_trains_the_pooled_head():
     losses = model(_batch())
     assert losses["loss_dense_cls"] > 0
     losses["loss_dense_cls"].backward()
-    dec = model.instance_decoder
-    assert dec.class_features[0].weight.grad.abs().sum() > 0 and dec.pooled_cls[0].weight.grad.abs().sum() > 0
+    head = model.instance_decoder.pooled_class_head
+    assert head.class_features[0].weight.grad.abs().sum() > 0 and head.pooled_cls[0].weight.grad.abs().sum() > 0
     # a batch without objects keeps both class losses, at zero
     empty = _batch()
     empty[0]["instances"] = empty[0]["instances"][[]]
@@ -118,11 +118,11 @@ def test_dense_class_loss_trains_the_pooled_head():
     # the dense logits are the pooled head's MLP at each position of its feature map
     with torch.no_grad():
         x_mask = torch.randn(1, 64, 8, 8)
-        dense = dec.dense_class_logits(dec.class_feature_map(x_mask))
-        k = dec.class_feature_pool  # X_mask cells per class-grid cell
+        dense = head.dense_logits(head.feature_map(x_mask))
+        k = head.feature_pool  # X_mask cells per class-grid cell
         one = torch.zeros(1, 1, 8, 8)
         one[..., k:2 * k, 2 * k:3 * k] = 1.0  # exactly class-grid cell (1, 2)
-        pooled_at = dec.masked_class_logits(x_mask, one * 1e6)[0, 0]
+        pooled_at = head.masked_logits(x_mask, one * 1e6)[0, 0]
         torch.testing.assert_close(pooled_at, dense[0, :, 1, 2], atol=1e-4, rtol=1e-4)
 
 

@@ -9,6 +9,7 @@ from detectron2.layers import ShapeSpec
 from torch import nn
 
 from mobileinst import add_mobileinst_config
+from mobileinst.class_head import PooledClassHead
 from mobileinst.instance_decoder import DualInstanceDecoder, MultiHeadAttention, sine_position_embedding
 from mobileinst.mask_decoder import SemanticEnhancedMaskDecoder, coordinate_features, semantic_enhance
 
@@ -139,13 +140,36 @@ def test_pooled_class_head_on_stride_4_pools_to_stride_8():
     torch.manual_seed(0)
     x = torch.randn(2, KD, 16, 24)
     w = torch.rand(2, 3, 16, 24)
-    dec4 = _decoder(pooled_class_head=True, mask_stride=4)
-    dec8 = _decoder(pooled_class_head=True, mask_stride=8)
-    dec8.load_state_dict(dec4.state_dict())
-    assert dec4.class_feature_pool == 2 and dec8.class_feature_pool == 1
+    head4 = _decoder(pooled_class_head=True, mask_stride=4).pooled_class_head
+    head8 = _decoder(pooled_class_head=True, mask_stride=8).pooled_class_head
+    head8.load_state_dict(head4.state_dict())
+    assert head4.feature_pool == 2 and head8.feature_pool == 1
     with torch.no_grad():
-        torch.testing.assert_close(dec4.masked_class_logits(x, w),
-                                   dec8.masked_class_logits(F.avg_pool2d(x, 2), F.avg_pool2d(w, 2)))
+        torch.testing.assert_close(head4.masked_logits(x, w),
+                                   head8.masked_logits(F.avg_pool2d(x, 2), F.avg_pool2d(w, 2)))
+
+
+def test_pooled_class_head_from_config_and_in_the_decoder():
+    """DECODER.POOLED_CLASS_HEAD: a module of the instance decoder whose logits are
+    added to those of the class head; without it the decoder has none."""
+    cfg = _cfg("MODEL.MOBILEINST.NUM_CLASSES", "3", "MODEL.MOBILEINST.MASK_DECODER.KERNEL_DIM", "12",
+               "MODEL.MOBILEINST.DECODER.HIDDEN_DIM", "16", "MODEL.MOBILEINST.MASK_DECODER.OUTPUT_STRIDE", "4")
+    head = PooledClassHead(cfg)
+    assert head.class_features[0].in_channels == 12 and head.pooled_cls[0].out_features == 16
+    assert head.pooled_cls[-1].out_features == 3 and head.feature_pool == 2
+    plain = _decoder()
+    assert plain.pooled_class_head is None and not any("pooled" in k for k in plain.state_dict())
+    dec = _decoder(pooled_class_head=True, mask_stride=4)
+    assert isinstance(dec.pooled_class_head, PooledClassHead)
+    x6, x_mask = torch.randn(2, GC, 2, 3), torch.randn(2, KD, 16, 24)
+    with torch.no_grad():
+        out = dec(x6, x_mask)
+        head, dec.pooled_class_head = dec.pooled_class_head, None
+        without = dec(x6, x_mask)
+        pooled = head(without["pred_kernels"], x_mask)
+    assert pooled.abs().max() > 1e-3
+    torch.testing.assert_close(out["pred_kernels"], without["pred_kernels"])
+    torch.testing.assert_close(out["pred_logits"], without["pred_logits"] + pooled)
 
 
 def test_mask_decoder_uses_coordinates():

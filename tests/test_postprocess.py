@@ -234,3 +234,38 @@ def test_nms_sigma_drops_a_duplicate_below_its_original():
     # the duplicate (IoU 1) is decayed by exp(-2); the others are untouched
     torch.testing.assert_close(s_nms[0], s_plain[0])
     assert math.isclose(float(s_nms.min()), float(s_plain[1]) * math.exp(-2.0), rel_tol=1e-4)
+
+
+def test_rank_detections_pairs_or_queries_and_the_decay():
+    """The one ranking of the post-processing and the exported image graph: (query,
+    class) pairs or each query's top class, the top K by score; NMS_SIGMA decays a
+    same-class duplicate below the rest and re-sorts; a score threshold before the
+    decay keeps what is above it after the decay unchanged."""
+    from mobileinst.postprocess import rank_detections
+
+    logits = torch.tensor([[4.0, 3.0, -9.0], [4.0, -9.0, -9.0], [-9.0, -9.0, 2.0]])
+    objectness = torch.full((3,), 9.0)
+    prob = torch.zeros(3, 8, 8)
+    prob[0, :4, :4] = prob[1, :4, :4] = 1.0  # query 1 duplicates query 0's mask
+    prob[2, 4:, 4:] = 1.0
+
+    def score(c):
+        return float((torch.sigmoid(torch.tensor(c)) * torch.sigmoid(torch.tensor(9.0))).sqrt())
+
+    scores, queries, classes = rank_detections(logits, objectness, prob, 0.5, 4, multi_class=True)
+    assert classes.tolist() == [0, 0, 1, 2] and queries.tolist()[2:] == [0, 2]
+    assert sorted(queries.tolist()[:2]) == [0, 1]  # the tie of query 0 and its duplicate
+    torch.testing.assert_close(scores, torch.tensor([score(4.0), score(4.0), score(3.0), score(2.0)]))
+    # each query with its top class; K = 2 of 3 queries
+    scores, queries, classes = rank_detections(logits, objectness, prob, 0.5, 2)
+    assert classes.tolist() == [0, 0] and sorted(queries.tolist()) == [0, 1]
+    # the duplicate (class 0, IoU 1) decays by exp(-2) to the end; class 1 on the same mask does not
+    scores, queries, classes = rank_detections(logits, objectness, prob, 0.5, 4, multi_class=True, nms_sigma=2.0)
+    assert classes.tolist() == [0, 1, 2, 0] and queries.tolist()[1:3] == [0, 2]
+    torch.testing.assert_close(scores, torch.tensor([score(4.0), score(3.0), score(2.0), score(4.0) * math.exp(-2)]))
+    # a threshold between the pairs' scores (it drops query 2) before the decay
+    threshold = (score(3.0) + score(2.0)) / 2
+    cut = rank_detections(logits, objectness, prob, 0.5, 4, True, 2.0, score_threshold=threshold)
+    assert cut[2].tolist() == [0, 1, 0]
+    keep = cut[0] > threshold
+    assert [x[keep].tolist() for x in cut] == [x[:2].tolist() for x in (scores, queries, classes)]

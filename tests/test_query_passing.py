@@ -1,5 +1,5 @@
-"""Temporal query passing on frame pairs (t, t+d): VIDEO.QUERY_PASSING_MODE "paper"
-and "matched", checked against a matcher whose assignment is fixed by hand."""
+"""Temporal query passing on frame pairs (t, t+d) as in the paper, checked against a
+matcher whose assignment is fixed by hand."""
 import pytest
 import torch
 from conftest import small_cfg
@@ -88,9 +88,8 @@ def _passed_mask_losses_by_hand(model, pairs, assignment):
 
 
 @pytest.mark.parametrize("supervise_key_frame", [True, False])
-def test_paper_mode_passed_branch_shares_the_matching_of_frame_t_plus_d(pairs, spy, supervise_key_frame):
+def test_passed_branch_shares_the_matching_of_frame_t_plus_d(pairs, spy, supervise_key_frame):
     model = _model("MODEL.MOBILEINST.VIDEO.SUPERVISE_KEY_FRAME", str(supervise_key_frame))
-    assert model.query_passing_mode == "paper"  # the default
     calls = spy(model)
     losses = model(pairs)
     # one matching, of the frames' own predictions: t and t+d, or t+d alone; none for the passed branch
@@ -109,23 +108,7 @@ def test_paper_mode_passed_branch_shares_the_matching_of_frame_t_plus_d(pairs, s
     assert abs(float(_passed_mask_losses_by_hand(model, pairs, other)[0]) - float(dice)) > 1e-3
 
 
-def test_matched_mode_matches_the_passed_branch_on_its_own(pairs, spy):
-    model = _model("MODEL.MOBILEINST.VIDEO.QUERY_PASSING_MODE", "matched")
-    calls = spy(model)
-    losses = model(pairs)
-    # the passed branch against frame t+d's targets, then frame t (SUPERVISE_KEY_FRAME)
-    assert [len(labels) for labels, _ in calls] == [2, 2]
-    assert _same(calls[0][0], _labels(pairs, 1)) and _same(calls[1][0], _labels(pairs, 0))
-    assert {k for k in losses if k.endswith("_qp")} == {
-        "loss_cls_qp", "loss_dice_qp", "loss_mask_qp", "loss_objectness_qp"}
-
-
-def test_unknown_mode_is_refused():
-    with pytest.raises(ValueError, match="QUERY_PASSING_MODE='both'"):
-        _model("MODEL.MOBILEINST.VIDEO.QUERY_PASSING_MODE", "both")
-
-
-def test_paper_mode_training_lowers_the_loss(pairs):
+def test_query_passing_training_lowers_the_loss(pairs):
     model = _model()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     totals = []

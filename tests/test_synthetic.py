@@ -1,4 +1,4 @@
-"""Tests for the synthetic COCO / YouTube-VIS generator (mobileinst.data.synthetic)."""
+"""Tests for the synthetic COCO / YouTube-VIS data (mobileinst.data.synthetic, synthetic_shapes)."""
 import json
 import os
 import sys
@@ -248,7 +248,7 @@ def test_cli(tmp_path):
 
 def test_painted_pixels_equal_masks():
     """Object texture is painted exactly through the mask (checked before blur/noise/JPEG)."""
-    from mobileinst.data import synthetic as syn
+    from mobileinst.data import synthetic_shapes as syn
 
     rng = np.random.default_rng(0)
     H, W = 80, 100

@@ -66,7 +66,7 @@ def test_query_passing_training_and_video_eval_with_stock_trainer(synthetic_root
     trainer = Trainer(cfg)
     trainer.train()
     storage_keys = set(trainer.storage.histories())
-    # VIDEO.QUERY_PASSING_MODE "paper": the passed branch has mask losses only
+    # query passing as in the paper: the passed branch has mask losses only
     assert {"loss_dice_qp", "loss_mask_qp", "loss_cls", "loss_objectness"} <= storage_keys
     assert not {"loss_cls_qp", "loss_objectness_qp"} & storage_keys
     res = Trainer.test(cfg, trainer.model)

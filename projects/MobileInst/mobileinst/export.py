@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .postprocess import class_scores, decay_duplicates, rescore_by_masks, score_queries
+from .postprocess import rank_detections
 
 
 def padded_size(model, height: int, width: int):
@@ -76,26 +76,13 @@ class ImageModel(_Base):
 
     def forward(self, image):
         out = self.model.predict(self.normalize(image))
-        logits, objectness = out["pred_logits"][0], out["pred_objectness"][0]
-        mask_logits = out["pred_masks"][0]
-        if self.model.multi_class:  # rank (query, class) pairs, as the PyTorch post-processing
-            num_classes = logits.shape[1]
-            pair_scores = class_scores(logits, objectness)
-            pair_scores = rescore_by_masks(pair_scores.t(), mask_logits.sigmoid(), self.mask_threshold).t()
-            k = min(self.max_detections, pair_scores.numel())
-            scores, flat = pair_scores.flatten().topk(k)
-            idx, classes = flat // num_classes, flat % num_classes
-        else:
-            scores, classes = score_queries(logits, objectness)
-            scores = rescore_by_masks(scores, mask_logits.sigmoid(), self.mask_threshold)
-            k = min(self.max_detections, scores.shape[0])
-            scores, idx = scores.topk(k)
-            classes = classes[idx]
-        probs = mask_logits[idx].sigmoid()
-        if self.model.nms_sigma > 0:  # INFERENCE.NMS_SIGMA, as the PyTorch post-processing
-            scores, order = decay_duplicates(scores, classes, probs, self.mask_threshold, self.model.nms_sigma)
-            classes, probs = classes[order], probs[order]
-        return scores, classes, probs
+        mask_probs = out["pred_masks"][0].sigmoid()
+        # the ranking of the PyTorch post-processing (MULTI_CLASS, INFERENCE.NMS_SIGMA); the runtime
+        # keeps scores > CLS_THRESHOLD
+        scores, queries, classes = rank_detections(out["pred_logits"][0], out["pred_objectness"][0], mask_probs,
+                                                   self.mask_threshold, self.max_detections, self.model.multi_class,
+                                                   self.model.nms_sigma)
+        return scores, classes, mask_probs[queries]
 
 
 class KeyframeModel(_Base):
