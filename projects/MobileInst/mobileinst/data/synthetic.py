@@ -76,7 +76,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 import pycocotools.mask as mask_util
-from mobileinst_runtime.files import atomic_write_json
+from mobileinst_core.files import atomic_write_json
 
 __all__ = [
     "SYNTHETIC_CATEGORIES",
