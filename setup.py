@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Install MobileInst (packages ``mobileinst``, ``mobileinst_core`` and ``mobileinst_runtime`` from projects/MobileInst)."""
+"""Install MobileInst: packages ``mobileinst``, ``mobileinst_core`` and ``mobileinst_runtime``
+from projects/MobileInst."""
 import sys
 
 from setuptools import find_packages, setup

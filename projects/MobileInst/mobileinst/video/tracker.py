@@ -55,7 +55,7 @@ class VideoTracker(OnlineTracker):
         """The tracker of ``model``'s settings (``model.tracker_settings``, from its
         config), with ``overrides`` of :class:`~mobileinst_core.tracker.TrackerSettings` fields."""
         if getattr(model, "tracker_settings", None) is None:
-            raise ValueError("The model has no tracker_settings (build it from a config, or use VideoTracker(cfg, model))")
+            raise ValueError("The model has no tracker_settings; use VideoTracker(cfg, model)")
         return cls(model, settings=model.tracker_settings.replace(**overrides), output_size=output_size,
                    keep_results=keep_results)
 
