@@ -26,8 +26,9 @@ from mobileinst.config import load_mobileinst_config  # noqa: E402
 from mobileinst.utils.cli import config_argument_parser, parse_with_overrides  # noqa: E402
 from mobileinst.video import StreamingPredictor, iter_frames  # noqa: E402
 from mobileinst.video.predictor import video_fps  # noqa: E402
-from mobileinst_runtime.frames import check_source  # noqa: E402
-from mobileinst_runtime.writer import write_tracks  # noqa: E402
+from mobileinst_core.categories import dataset_category_ids  # noqa: E402
+from mobileinst_core.frames import check_source  # noqa: E402
+from mobileinst_core.writer import write_tracks  # noqa: E402
 
 
 def run(cfg, source, output_dir, score_threshold=0.3, video_id=1, class_names=None, fps=None):
@@ -38,9 +39,7 @@ def run(cfg, source, output_dir, score_threshold=0.3, video_id=1, class_names=No
     if hasattr(predictor, "metadata"):
         if class_names is None:
             class_names = predictor.metadata.get("thing_classes", None)
-        id_map = predictor.metadata.get("thing_dataset_id_to_contiguous_id", None)
-        if id_map:
-            category_ids = [k for k, _ in sorted(id_map.items(), key=lambda kv: kv[1])]
+        category_ids = dataset_category_ids(predictor.metadata.get("thing_dataset_id_to_contiguous_id", None))
 
     def step(frame):
         inst = predictor(frame)

@@ -100,7 +100,7 @@ def test_atomic_json_write_keeps_the_old_file_on_failure(tmp_path):
     """Every json the project writes (results, metrics, export meta, data sets)
     goes through atomic_write_json: a failed write leaves the earlier file whole
     and no temporary file behind."""
-    from mobileinst_runtime.files import atomic_write_json
+    from mobileinst_core.files import atomic_write_json
 
     path = tmp_path / "sub" / "results.json"
     assert atomic_write_json(str(path), {"AP": 1.5}, indent=2) == str(path)

@@ -37,12 +37,12 @@ def test_associate_recovers_a_permutation():
 
 
 def test_mask_overlap_cost_by_hand():
-    from mobileinst_runtime.tracking import mask_overlap_cost
+    from mobileinst_core.association import mask_overlap_cost
 
     # 4 pixels: two with feature (10, 0), two with (0, 10)
     x = np.array([[10.0, 10.0, 0.0, 0.0], [0.0, 0.0, 10.0, 10.0]]).reshape(2, 1, 4)
     k_left, k_right, k_all, k_none = [1.0, -1.0], [-1.0, 1.0], [1.0, 1.0], [-1.0, -1.0]
-    cost = mask_overlap_cost(np.array([k_left, k_none]), np.array([k_left, k_right, k_all, k_none]), x)
+    cost = mask_overlap_cost(np.array([k_left, k_none]), np.array([k_left, k_right, k_all, k_none]), x, 0.45)
     # IoU: left/left 1, left/right 0, left/all 2/4, anything with an empty mask 0
     np.testing.assert_allclose(cost, [[0.0, 1.0, 0.5, 1.0], [1.0, 1.0, 1.0, 1.0]])
 
@@ -58,12 +58,14 @@ def test_confident_query_that_took_over_an_object_continues_its_track():
     prev_scores, cur_scores = torch.tensor([0.9, 0.01]), torch.tensor([0.1, 0.8, 0.01])
     xm = torch.as_tensor(x)
     assert associate(prev, cur).tolist()[0] == 0  # the paper's cosine
-    p = associate(prev, cur, xm, prev_scores, cur_scores, mask_weight=10.0, score_threshold=0.2, min_iou=0.1)
+    p = associate(prev, cur, xm, prev_scores, cur_scores, mask_weight=10.0, score_threshold=0.2, min_iou=0.1,
+                  mask_threshold=0.45)
     assert p.tolist()[0] == 1 and len(set(p.tolist())) == 2
     # query 1 now covers the right object instead: no overlap, cosine decides
     cur_right = cur.clone()
     cur_right[1] = torch.tensor([-1.0, 0.2, -1.5])
-    p = associate(prev, cur_right, xm, prev_scores, cur_scores, mask_weight=10.0, score_threshold=0.2, min_iou=0.1)
+    p = associate(prev, cur_right, xm, prev_scores, cur_scores, mask_weight=10.0, score_threshold=0.2, min_iou=0.1,
+                  mask_threshold=0.45)
     assert p.tolist()[0] == 0
     with pytest.raises(ValueError, match="mask features"):
         associate(prev, cur, mask_weight=1.0)

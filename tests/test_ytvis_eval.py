@@ -21,14 +21,14 @@ from mobileinst.data.datasets.ytvis import (  # noqa: E402
     _get_ytvis_metadata,
     register_ytvis_instances,
 )
-from mobileinst.evaluation.ytvis_evaluation import (  # noqa: E402
+from mobileinst.evaluation.ytvis_evaluation import YTVISEvaluator  # noqa: E402
+from mobileinst.evaluation.ytvis_metric import (  # noqa: E402
     YTVIS_METRICS,
-    YTVISEvaluator,
     compute_track_ious,
     evaluate_ytvis,
-    to_rle,
     track_iou,
 )
+from mobileinst_core.ytvis_json import to_rle  # noqa: E402
 
 H = W = 32
 T = 4

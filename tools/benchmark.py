@@ -44,7 +44,7 @@ from mobileinst.utils.fuse import fuse_conv_bn  # noqa: E402
 from mobileinst.utils.machine import machine_info  # noqa: E402
 from mobileinst.utils.pretrained import backbone_weights_key  # noqa: E402
 from mobileinst.video.tracker import VideoTracker  # noqa: E402
-from mobileinst_runtime.files import atomic_write_json  # noqa: E402
+from mobileinst_core.files import atomic_write_json  # noqa: E402
 
 
 MACHINE = {}  # machine_info() of this run

@@ -23,15 +23,15 @@ from detectron2.data.detection_utils import read_image  # noqa: E402
 
 from mobileinst.config import load_mobileinst_config  # noqa: E402
 from mobileinst.utils.cli import config_argument_parser, parse_with_overrides  # noqa: E402
-from mobileinst.evaluation.ytvis_evaluation import evaluate_ytvis  # noqa: E402
-from mobileinst_runtime.files import atomic_write_json  # noqa: E402
+from mobileinst.evaluation.ytvis_metric import evaluate_ytvis  # noqa: E402
+from mobileinst_core.categories import dataset_category_ids  # noqa: E402
+from mobileinst_core.files import atomic_write_json  # noqa: E402
+from mobileinst_core.ytvis_json import ytvis_entries  # noqa: E402
 from mobileinst_runtime.ort_model import OrtVideoSegmenter  # noqa: E402
-from mobileinst_runtime.visualize import to_ytvis_json  # noqa: E402
 
 
 def _category_ids(dataset):
-    id_map = MetadataCatalog.get(dataset).thing_dataset_id_to_contiguous_id
-    return [k for k, _ in sorted(id_map.items(), key=lambda kv: kv[1])]
+    return dataset_category_ids(MetadataCatalog.get(dataset).thing_dataset_id_to_contiguous_id)
 
 
 def runtime_results(model_dir, dataset, int8=False, threads=0):
@@ -41,7 +41,7 @@ def runtime_results(model_dir, dataset, int8=False, threads=0):
         seg.reset()
         for f in video["file_names"]:
             seg.step(read_image(f, format="BGR"))
-        results += to_ytvis_json(seg.ytvis_result(video["video_id"]), video["video_id"], _category_ids(dataset))
+        results += ytvis_entries(seg.ytvis_result(video["video_id"]), video["video_id"], _category_ids(dataset))
     return results
 
 
@@ -60,7 +60,7 @@ def pytorch_results(cfg, dataset):
     with torch.no_grad():
         for video in DatasetCatalog.get(dataset):
             out = model([mapper(video)])[0]
-            results += to_ytvis_json(out, video["video_id"], _category_ids(dataset))
+            results += ytvis_entries(out, video["video_id"], _category_ids(dataset))
     return results
 
 

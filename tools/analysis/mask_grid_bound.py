@@ -28,11 +28,11 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 try:
-    import mobileinst_runtime  # noqa: F401
+    import mobileinst_core  # noqa: F401
 except ImportError:  # running from a checkout without `pip install -e .`
     ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     sys.path.insert(0, os.path.join(ROOT, "projects", "MobileInst"))
-from mobileinst_runtime.files import atomic_write_json  # noqa: E402
+from mobileinst_core.files import atomic_write_json  # noqa: E402
 
 
 def grid_mask(mask: np.ndarray, stride: int, divisibility: int = 64) -> np.ndarray:

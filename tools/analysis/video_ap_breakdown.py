@@ -39,8 +39,8 @@ try:
 except ImportError:
     sys.path.insert(0, os.path.join(ROOT, "projects", "MobileInst"))
 
-from mobileinst.evaluation.ytvis_evaluation import compute_track_ious, evaluate_ytvis, to_rle  # noqa: E402
-from mobileinst_runtime.files import atomic_write_json  # noqa: E402
+from mobileinst.evaluation.ytvis_metric import compute_track_ious, evaluate_ytvis, to_rle  # noqa: E402
+from mobileinst_core.files import atomic_write_json  # noqa: E402
 
 METRICS = ("AP", "AP50", "AP75", "AR10")
 

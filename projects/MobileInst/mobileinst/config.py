@@ -10,6 +10,8 @@ listed in docs/defaults.md with what they were measured to cost or give.
 """
 from detectron2.config import CfgNode as CN
 
+from mobileinst_core.tracker import TrackerSettings
+
 
 def load_mobileinst_config(config_file: str, opts=(), device: str = None, freeze: bool = True):
     """A detectron2 config with the MobileInst keys, ``config_file`` and ``opts`` merged."""
@@ -24,6 +26,24 @@ def load_mobileinst_config(config_file: str, opts=(), device: str = None, freeze
     if freeze:
         cfg.freeze()
     return cfg
+
+
+def build_tracker_settings(cfg) -> TrackerSettings:
+    """The online tracker's settings (MODEL.MOBILEINST.VIDEO, INFERENCE.MASK_THRESHOLD):
+    what the PyTorch tracker is built from and what the export writes into export_meta.json."""
+    v = cfg.MODEL.MOBILEINST.VIDEO
+    return TrackerSettings(
+        reuse_interval=v.REUSE_INTERVAL,
+        association=v.ASSOCIATION,
+        max_tracks=v.MAX_TRACKS,
+        track_score_threshold=v.TRACK_SCORE_THRESHOLD,
+        association_mask_weight=v.ASSOCIATION_MASK_WEIGHT,
+        association_score_threshold=v.ASSOCIATION_SCORE_THRESHOLD,
+        association_min_iou=v.ASSOCIATION_MIN_IOU,
+        mask_threshold=cfg.MODEL.MOBILEINST.INFERENCE.MASK_THRESHOLD,
+        nonkey_scale=v.NONKEY_SCALE,
+        reuse_global_features=v.REUSE_GLOBAL_FEATURES,
+    )
 
 
 def add_mobileinst_config(cfg):

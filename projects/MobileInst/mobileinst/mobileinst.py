@@ -30,6 +30,9 @@ from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from detectron2.structures import BitMasks, ImageList, PolygonMasks
 from torch import nn
 
+from mobileinst_core.tracker import TrackerSettings
+
+from .config import build_tracker_settings
 from .criterion import SetCriterion
 from .features import build_global_feature, global_feature_key
 from .instance_decoder import DualInstanceDecoder
@@ -48,10 +51,13 @@ class MobileInst(nn.Module):
                  mask_upsample: int = 2, cls_threshold: float = 0.005, mask_threshold: float = 0.45,
                  max_detections: int = 100, query_passing: bool = False, supervise_key_frame: bool = True,
                  deep_supervision: bool = False, multi_class: bool = False, nms_sigma: float = 0.0,
-                 channels_last: bool = False, video_cfg: Optional[dict] = None, global_feature: str = "x6",
+                 channels_last: bool = False, tracker_settings: Optional[TrackerSettings] = None,
+                 global_feature: str = "x6",
                  global_pool: Optional[nn.Module] = None):
         """
         Args:
+            tracker_settings: the video settings of :meth:`inference_video`
+                (:func:`mobileinst.config.build_tracker_settings`).
             global_feature: the key of X6 in the features the decoders read.
             global_pool: a module that derives X6 from the backbone's features
                 (:class:`mobileinst.features.PooledGlobalFeature`), or None when
@@ -81,12 +87,12 @@ class MobileInst(nn.Module):
         self.deep_supervision = deep_supervision
         self.multi_class = multi_class
         self.nms_sigma = float(nms_sigma)
-        self.video_cfg = dict(video_cfg or {})
+        self.tracker_settings = tracker_settings
         self.global_feature = global_feature
         self.global_pool = global_pool
         # the backbone computes X6 and can take a given one instead (TopFormer, MobileNetV2)
         self.backbone_takes_x6 = global_pool is None and "x6" in inspect.signature(backbone.forward).parameters
-        if self.video_cfg.get("reuse_global_features") and not self.backbone_takes_x6:
+        if tracker_settings is not None and tracker_settings.reuse_global_features and not self.backbone_takes_x6:
             logger.warning(f"MODEL.MOBILEINST.VIDEO.REUSE_GLOBAL_FEATURES: {type(backbone).__name__} cannot take "
                            f"a given X6 ({'derived' if global_pool is not None else 'no x6 argument'}), so it runs "
                            "whole on non-keyframes; the decoders get the keyframe's X6 and no time is saved")
@@ -124,17 +130,7 @@ class MobileInst(nn.Module):
             "query_passing": c.VIDEO.QUERY_PASSING,
             "supervise_key_frame": c.VIDEO.SUPERVISE_KEY_FRAME,
             "deep_supervision": c.DECODER.DEEP_SUPERVISION,
-            "video_cfg": {
-                "reuse_interval": c.VIDEO.REUSE_INTERVAL,
-                "association": c.VIDEO.ASSOCIATION,
-                "association_mask_weight": c.VIDEO.ASSOCIATION_MASK_WEIGHT,
-                "association_score_threshold": c.VIDEO.ASSOCIATION_SCORE_THRESHOLD,
-                "association_min_iou": c.VIDEO.ASSOCIATION_MIN_IOU,
-                "nonkey_scale": c.VIDEO.NONKEY_SCALE,
-                "max_tracks": c.VIDEO.MAX_TRACKS,
-                "track_score_threshold": c.VIDEO.TRACK_SCORE_THRESHOLD,
-                "reuse_global_features": c.VIDEO.REUSE_GLOBAL_FEATURES,
-            },
+            "tracker_settings": build_tracker_settings(cfg),
         }
 
     @property

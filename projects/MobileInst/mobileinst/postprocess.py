@@ -14,7 +14,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 from detectron2.structures import Boxes, Instances
-from mobileinst_runtime.masks import paste_masks, scaled_size
+from mobileinst_core.masks import paste_masks, scaled_size
 
 
 def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
@@ -134,7 +134,7 @@ def rank_detections(logits: torch.Tensor, objectness: torch.Tensor, mask_prob: t
 
 def _binarize_resized_cpu(mask_prob: torch.Tensor, padded_size, image_size, output_size, threshold):
     """CPU fast path of ``resize_masks(...) > threshold`` plus the masks' boxes
-    (:func:`mobileinst_runtime.masks.paste_masks`, shared with the ONNX runtime)."""
+    (:func:`mobileinst_core.masks.paste_masks`, shared with the ONNX runtime)."""
     masks, cols, rows = paste_masks(mask_prob.float().numpy(), padded_size, image_size, output_size, threshold)
     return torch.from_numpy(masks), _boxes_from_projections(torch.from_numpy(cols), torch.from_numpy(rows))
 

@@ -62,7 +62,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 import pycocotools.mask as mask_util
-from mobileinst_runtime.files import atomic_write_json
+from mobileinst_core.files import atomic_write_json
 
 from .synthetic_shapes import MIN_VISIBLE_AREA, MIN_VISIBLE_FRACTION, SYNTHETIC_CATEGORIES, make_image, make_video
 

@@ -1,5 +1,5 @@
 # Copyright (c) MobileInst authors. Licensed under the Apache License 2.0.
-"""Drawing tracks and writing YouTube-VIS json (numpy + OpenCV only)."""
+"""Drawing tracks on frames (numpy + OpenCV)."""
 import colorsys
 from typing import List, Optional, Sequence
 
@@ -46,24 +46,3 @@ def draw_tracks(frame: np.ndarray, masks: np.ndarray, track_ids: Sequence[int], 
                     cv2.FONT_HERSHEY_SIMPLEX, 0.4, color, 1, cv2.LINE_AA)
     return out
 
-
-def to_ytvis_json(result: dict, video_id=None, category_ids: Optional[Sequence[int]] = None) -> list:
-    """A tracker result -> YouTube-VIS results entries (RLE counts as str).
-
-    ``category_ids`` maps contiguous class indices to dataset category ids
-    (default: index + 1).
-    """
-    vid = result.get("video_id") if video_id is None else video_id
-    out = []
-    for t in result["tracks"]:
-        segs = []
-        for r in t["segmentations"]:
-            if r is None:
-                segs.append(None)
-            else:
-                counts = r["counts"].decode("ascii") if isinstance(r["counts"], bytes) else r["counts"]
-                segs.append({"size": [int(x) for x in r["size"]], "counts": counts})
-        c = int(t["category_id"])
-        out.append({"video_id": vid, "category_id": int(category_ids[c]) if category_ids else c + 1,
-                    "score": float(t["score"]), "track_id": int(t["track_id"]), "segmentations": segs})
-    return out

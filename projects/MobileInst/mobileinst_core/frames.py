@@ -1,7 +1,8 @@
 # Copyright (c) MobileInst authors. Licensed under the Apache License 2.0.
-"""Frame sources: a video file, a folder of frames or a camera (OpenCV only)."""
+"""Frames: checks, sources (a video file, a folder of frames or a camera) and the
+letterbox into a graph's fixed input (numpy + OpenCV)."""
 import os
-from typing import Iterator, Tuple, Union
+from typing import Iterator, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -128,3 +129,28 @@ def video_fps(source, default: float = 10.0) -> float:
         if fps and fps > 0:
             return float(fps)
     return default
+
+
+class Letterbox:
+    """Resize a BGR frame into a fixed (height, width) input, aspect kept, padded
+    with the pixel mean, in the graph's channel order (``input_format`` "RGB" or "BGR").
+
+    Returns ((1, 3, height, width) float32, (rh, rw) the size of the valid region).
+    """
+
+    def __init__(self, input_size: Sequence[int], input_format: str, pixel_mean: Sequence[float]):
+        self.h, self.w = int(input_size[0]), int(input_size[1])
+        self.rgb = input_format == "RGB"
+        self.pad_value = np.array(pixel_mean, np.float32)
+
+    def __call__(self, frame_bgr: np.ndarray):
+        fh, fw = frame_bgr.shape[:2]
+        scale = min(self.h / fh, self.w / fw)
+        rh, rw = min(self.h, int(round(fh * scale))), min(self.w, int(round(fw * scale)))
+        img = frame_bgr[:, :, ::-1] if self.rgb else frame_bgr
+        if (rh, rw) != (fh, fw):
+            img = cv2.resize(img, (rw, rh), interpolation=cv2.INTER_LINEAR)
+        canvas = np.empty((self.h, self.w, 3), np.float32)
+        canvas[:] = self.pad_value
+        canvas[:rh, :rw] = img
+        return canvas.transpose(2, 0, 1)[None], (rh, rw)

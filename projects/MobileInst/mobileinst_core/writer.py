@@ -7,7 +7,8 @@ import cv2
 import numpy as np
 
 from .files import atomic_write_json, prepare_output_dir, remove_if_empty
-from .visualize import draw_tracks, to_ytvis_json
+from .visualize import draw_tracks
+from .ytvis_json import ytvis_entries
 
 
 def write_tracks(frames: Iterable[Tuple[int, np.ndarray]], step: Callable, ytvis_result: Callable,
@@ -48,5 +49,5 @@ def write_tracks(frames: Iterable[Tuple[int, np.ndarray]], step: Callable, ytvis
         raise ValueError("The input has no frames")
     writer.release()
     os.replace(tmp_video, video_path)
-    atomic_write_json(json_path, to_ytvis_json(ytvis_result(video_id), video_id, category_ids))
+    atomic_write_json(json_path, ytvis_entries(ytvis_result(video_id), video_id, category_ids))
     return video_path, json_path, n + 1

@@ -3,7 +3,7 @@
 the output (frame) size, plus their boxes. numpy and OpenCV only.
 
 Shared by the PyTorch post-processing (``mobileinst.postprocess``) and the
-ONNX Runtime segmenters, so both paste masks the same way.
+ONNX Runtime segmenters (``mobileinst_runtime``), so both paste masks the same way.
 """
 from typing import Tuple
 
