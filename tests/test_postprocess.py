@@ -49,6 +49,10 @@ def test_rescore_by_masks():
     torch.testing.assert_close(out, torch.tensor([0.8 * 0.7, 0.0]), atol=1e-5, rtol=1e-5)
 
 
+# the synthetic configs' INFERENCE thresholds, written out for these hand-made cases
+THRESHOLDS = dict(cls_threshold=0.005, mask_threshold=0.45, max_detections=100)
+
+
 def _square_logits(n, h, w, boxes):
     """(n, h, w) mask logits: +BIG inside each (y0, y1, x0, x1), -BIG elsewhere."""
     m = torch.full((n, h, w), -BIG)
@@ -91,14 +95,15 @@ def test_postprocess_max_detections_and_threshold():
     masks = _square_logits(n, 8, 8, [(i % 8, i % 8 + 1, 0, 8) for i in range(n)])
     s, _ = score_queries(logits, obj)
     res = postprocess_instances(logits, obj, masks, (32, 32), (32, 32), (32, 32), cls_threshold=0.0,
-                                max_detections=4)
+                                mask_threshold=0.45, max_detections=4)
     assert len(res) == 4
     assert torch.all(res.scores[:-1] >= res.scores[1:])  # top-k is sorted
     torch.testing.assert_close(res.scores, s.sort(descending=True).values[:4], atol=1e-3, rtol=1e-3)
     # threshold between the 3rd and 4th best query: exactly 3 survive
     srt = s.sort(descending=True).values
     thr = float((srt[2] + srt[3]) / 2)
-    res = postprocess_instances(logits, obj, masks, (32, 32), (32, 32), (32, 32), cls_threshold=thr)
+    res = postprocess_instances(logits, obj, masks, (32, 32), (32, 32), (32, 32), cls_threshold=thr,
+                                mask_threshold=0.45, max_detections=100)
     assert len(res) == 3
     assert bool((res.scores > thr * 0.99).all())
 
@@ -109,14 +114,14 @@ def test_postprocess_resize_to_output_size():
     obj = torch.tensor([5.0])
     # square in the top-left quadrant of the valid image: padded rows 0..31, cols 0..31
     masks = _square_logits(1, 16, 16, [(0, 8, 0, 8)])
-    res = postprocess_instances(logits, obj, masks, (64, 64), (48, 64), (96, 128))
+    res = postprocess_instances(logits, obj, masks, (64, 64), (48, 64), (96, 128), **THRESHOLDS)
     assert res.image_size == (96, 128) and tuple(res.pred_masks.shape) == (1, 96, 128)
     m = res.pred_masks[0]
     torch.testing.assert_close(res.pred_boxes.tensor, torch.tensor([[0.0, 0.0, 64.0, 64.0]]))
     assert m[:62, :62].all() and m.sum() == m[:64, :64].sum()
     assert 64 * 64 - 16 < m.sum() <= 64 * 64  # only the corner is rounded off
     # the same mask at the input size of a 64x64 image reported at 32x48 (non-uniform scale)
-    res = postprocess_instances(logits, obj, masks, (64, 64), (64, 64), (32, 48))
+    res = postprocess_instances(logits, obj, masks, (64, 64), (64, 64), (32, 48), **THRESHOLDS)
     box = res.pred_boxes.tensor[0].tolist()
     assert box == [0.0, 0.0, 24.0, 16.0]
     m = res.pred_masks[0]
@@ -127,7 +132,7 @@ def test_postprocess_no_detections():
     logits = torch.full((5, 3), -20.0)
     obj = torch.full((5,), -20.0)
     masks = torch.randn(5, 16, 16)
-    res = postprocess_instances(logits, obj, masks, (64, 64), (60, 50), (120, 100))
+    res = postprocess_instances(logits, obj, masks, (64, 64), (60, 50), (120, 100), **THRESHOLDS)
     assert len(res) == 0 and res.image_size == (120, 100)
     assert tuple(res.pred_masks.shape) == (0, 120, 100) and res.pred_masks.dtype == torch.bool
     assert tuple(res.pred_boxes.tensor.shape) == (0, 4)
@@ -189,14 +194,15 @@ def test_multi_class_ranks_query_class_pairs():
     masks[0, :4, :4] = 9.0
     masks[1, 4:, 4:] = 9.0
     inst = postprocess_instances(logits, objectness, masks, (8, 8), (8, 8), (8, 8), cls_threshold=0.05,
-                                 max_detections=3, multi_class=True)
+                                 mask_threshold=0.45, max_detections=3, multi_class=True)
     # query 0 appears with classes 0 and 1, query 1 with class 2; sorted by score
     assert inst.pred_classes.tolist() == [0, 1, 2]
     assert torch.equal(inst.pred_masks[0], inst.pred_masks[1])
     assert inst.pred_masks[2][4:, 4:].all() and not inst.pred_masks[2][:4, :4].any()
     p = torch.sigmoid(torch.tensor([4.0, 3.0, 2.0])) * torch.sigmoid(torch.tensor(9.0))
     torch.testing.assert_close(inst.scores, p.sqrt() * torch.sigmoid(torch.tensor(9.0)), rtol=1e-4, atol=1e-4)
-    single = postprocess_instances(logits, objectness, masks, (8, 8), (8, 8), (8, 8), cls_threshold=0.05)
+    single = postprocess_instances(logits, objectness, masks, (8, 8), (8, 8), (8, 8), cls_threshold=0.05,
+                                   mask_threshold=0.45, max_detections=100)
     assert sorted(single.pred_classes.tolist()) == [0, 2]
 
 

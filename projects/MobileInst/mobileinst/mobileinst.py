@@ -48,8 +48,8 @@ class MobileInst(nn.Module):
     @configurable
     def __init__(self, *, backbone: nn.Module, mask_decoder: nn.Module, instance_decoder: nn.Module,
                  criterion: nn.Module, pixel_mean, pixel_std, size_divisibility: int = 64,
-                 mask_upsample: int = 2, cls_threshold: float = 0.005, mask_threshold: float = 0.45,
-                 max_detections: int = 100, query_passing: bool = False, supervise_key_frame: bool = True,
+                 mask_upsample: int = 2, cls_threshold: float, mask_threshold: float,
+                 max_detections: int, query_passing: bool = False, supervise_key_frame: bool = True,
                  deep_supervision: bool = False, multi_class: bool = False, nms_sigma: float = 0.0,
                  channels_last: bool = False, tracker_settings: Optional[TrackerSettings] = None,
                  global_feature: str = "x6",

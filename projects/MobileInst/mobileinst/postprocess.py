@@ -160,7 +160,7 @@ def binarize_masks(mask_prob: torch.Tensor, padded_size, image_size, output_size
 
 
 def postprocess_instances(logits, objectness, mask_logits, padded_size, image_size, output_size,
-                          cls_threshold=0.005, mask_threshold=0.45, max_detections=100,
+                          cls_threshold: float, mask_threshold: float, max_detections: int,
                           multi_class: bool = False, nms_sigma: float = 0.0) -> Instances:
     """One image: (N, C), (N,), (N, h, w) -> detectron2 Instances at ``output_size``.
 
