@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from detectron2.config import get_cfg
 from detectron2.modeling import build_backbone
+from conftest import FIXTURES
 from torch import nn
 
 from mobileinst import add_mobileinst_config
@@ -23,7 +24,7 @@ from mobileinst.utils.fuse import fuse_conv_bn
 
 # A copy of shared/reference/topformer_state_dict_shapes.json: the keys and
 # shapes of the official TopFormer ImageNet checkpoints.
-SHAPES_JSON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "topformer_state_dict_shapes.json")
+SHAPES_JSON = os.path.join(FIXTURES, "topformer_state_dict_shapes.json")
 VARIANTS = ["tiny", "small", "base"]
 PARAMS_M = {"tiny": 1.37, "small": 2.97, "base": 4.96}
 

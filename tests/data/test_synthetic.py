@@ -9,7 +9,7 @@ import pycocotools.mask as mask_util
 import pytest
 from pycocotools.coco import COCO
 
-_PROJECT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "projects", "MobileInst")
+_PROJECT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "projects", "MobileInst")
 if _PROJECT not in sys.path:
     sys.path.insert(0, _PROJECT)
 
@@ -233,7 +233,7 @@ def test_generate_all_skips_and_overwrites(tmp_path):
 def test_cli(tmp_path):
     import subprocess
 
-    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                           "datasets", "prepare_synthetic.py")
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)

@@ -12,7 +12,7 @@ import pycocotools.mask as mask_util
 import pytest
 
 if importlib.util.find_spec("mobileinst") is None:  # PYTHONPATH not set: use the repo copy
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "projects" / "MobileInst"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "projects" / "MobileInst"))
 
 from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 from detectron2.data.detection_utils import annotations_to_instances  # noqa: E402

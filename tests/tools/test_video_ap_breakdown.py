@@ -8,7 +8,7 @@ import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tools", "analysis"))
 import video_ap_breakdown as vab  # noqa: E402
 

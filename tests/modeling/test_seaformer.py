@@ -5,7 +5,7 @@ import os
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import FIXTURES, ROOT
 from detectron2.config import get_cfg
 from detectron2.modeling import build_backbone, build_model
 from test_backbone import _conv2d_bn, _count_bn, _json_state_dict, _randomize_bn
@@ -19,7 +19,7 @@ from mobileinst.utils.fuse import fuse_conv_bn
 
 # A copy of shared/reference/seaformer_state_dict_shapes.json: the keys and
 # shapes of the official SeaFormer ImageNet checkpoints.
-SHAPES_JSON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "seaformer_state_dict_shapes.json")
+SHAPES_JSON = os.path.join(FIXTURES, "seaformer_state_dict_shapes.json")
 VARIANTS = ["tiny", "small", "base", "large"]
 CONFIGS = {v: os.path.join(ROOT, "configs", "coco", f"MobileInst_SeaFormer_{v}_640.yaml") for v in VARIANTS}
 
