@@ -6,8 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export DETECTRON2_DATASETS ?= $(CURDIR)/datasets
 # glibc: keep freed memory in the heap instead of returning it to the OS (and
-# faulting it back in on the next step). CPU training runs about 5% faster
-# (0.58 against 0.61 s per iteration of `make demo`'s image part, three pairs).
+# faulting it back in on the next step); CPU training runs faster (docs/results.md).
 export MALLOC_MMAP_MAX_ ?= 0
 export MALLOC_TRIM_THRESHOLD_ ?= 10000000000
 

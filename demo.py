@@ -10,7 +10,6 @@ Each track keeps one colour and its id for the whole video. The input, the
 config (NUM_CLASSES), the weights and the output folder are all checked before
 the first frame is read; a failed run leaves no output folder behind.
 """
-import argparse
 import os
 import sys
 
@@ -24,10 +23,12 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from mobileinst.config import load_mobileinst_config  # noqa: E402
+from mobileinst.utils.cli import config_argument_parser, parse_with_overrides  # noqa: E402
 from mobileinst.video import StreamingPredictor, iter_frames  # noqa: E402
 from mobileinst.video.predictor import video_fps  # noqa: E402
-from mobileinst_runtime.frames import check_source  # noqa: E402
-from mobileinst_runtime.writer import write_tracks  # noqa: E402
+from mobileinst_core.categories import dataset_category_ids  # noqa: E402
+from mobileinst_core.frames import check_source  # noqa: E402
+from mobileinst_core.writer import write_tracks  # noqa: E402
 
 
 def run(cfg, source, output_dir, score_threshold=0.3, video_id=1, class_names=None, fps=None):
@@ -38,9 +39,7 @@ def run(cfg, source, output_dir, score_threshold=0.3, video_id=1, class_names=No
     if hasattr(predictor, "metadata"):
         if class_names is None:
             class_names = predictor.metadata.get("thing_classes", None)
-        id_map = predictor.metadata.get("thing_dataset_id_to_contiguous_id", None)
-        if id_map:
-            category_ids = [k for k, _ in sorted(id_map.items(), key=lambda kv: kv[1])]
+        category_ids = dataset_category_ids(predictor.metadata.get("thing_dataset_id_to_contiguous_id", None))
 
     def step(frame):
         inst = predictor(frame)
@@ -52,14 +51,13 @@ def run(cfg, source, output_dir, score_threshold=0.3, video_id=1, class_names=No
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = config_argument_parser(description=__doc__)
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--input", required=True, help="video file, folder of frames, or camera index")
     parser.add_argument("--output", default="output/demo")
     parser.add_argument("--score-threshold", type=float, default=0.3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
-    args = parser.parse_args(argv)
+    args = parse_with_overrides(parser, argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = load_mobileinst_config(args.config_file, args.opts)

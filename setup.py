@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Install MobileInst (package ``mobileinst`` from projects/MobileInst)."""
+"""Install MobileInst: packages ``mobileinst``, ``mobileinst_core`` and ``mobileinst_runtime``
+from projects/MobileInst."""
 import sys
 
 from setuptools import find_packages, setup
@@ -45,7 +46,11 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.8",
     package_dir={"": "projects/MobileInst"},
-    packages=find_packages(where="projects/MobileInst", include=["mobileinst", "mobileinst.*", "mobileinst_runtime", "mobileinst_runtime.*"]),
+    # mobileinst (PyTorch, detectron2) and mobileinst_runtime (ONNX Runtime) both import
+    # mobileinst_core, the numpy core they share
+    packages=find_packages(where="projects/MobileInst", include=["mobileinst", "mobileinst.*", "mobileinst_core",
+                                                                   "mobileinst_core.*", "mobileinst_runtime",
+                                                                   "mobileinst_runtime.*"]),
     install_requires=install_requires,
     extras_require={
         "export": ["onnx", "onnxruntime", "onnxscript"],

@@ -58,6 +58,7 @@ from mobileinst.engine import (  # noqa: E402
 )
 from mobileinst.evaluation import MobileInstCOCOEvaluator, YTVISEvaluator  # noqa: E402
 from mobileinst.utils.checkpoint import build_checkpointer  # noqa: E402
+from mobileinst.utils.cli import describe_overrides, parse_with_overrides  # noqa: E402
 from mobileinst.utils.pretrained import check_start_weights  # noqa: E402
 
 
@@ -199,8 +200,14 @@ def main(args):
     return trainer.train()
 
 
+def argument_parser():
+    """detectron2's ``default_argument_parser``; its flags may also stand after
+    the trailing KEY VALUE config overrides (parse it with ``parse_with_overrides``)."""
+    return describe_overrides(default_argument_parser())
+
+
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    args = parse_with_overrides(argument_parser())
     print("Command Line Args:", args)
     launch(
         main,

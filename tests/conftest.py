@@ -12,6 +12,7 @@ for p in (ROOT, os.path.join(ROOT, "projects", "MobileInst")):
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")  # data files the tests read
 SYNTH_CONFIG = os.path.join(ROOT, "configs", "synthetic", "MobileInst_TopFormer_tiny_synthetic.yaml")
 
 

@@ -16,7 +16,6 @@ Every run records the machine: its CPU and its measured sgemm GFLOP/s on 1
 thread and on --threads (``mobileinst.utils.machine``); compare figures of
 different runs only as ratios to it.
 """
-import argparse
 import json
 import os
 import statistics
@@ -40,11 +39,12 @@ from detectron2.utils.analysis import flop_count_operators  # noqa: E402
 from mobileinst.config import load_mobileinst_config  # noqa: E402
 from mobileinst.postprocess import score_queries  # noqa: E402
 from mobileinst.utils.checkpoint import load_weights  # noqa: E402
+from mobileinst.utils.cli import config_argument_parser, parse_with_overrides  # noqa: E402
 from mobileinst.utils.fuse import fuse_conv_bn  # noqa: E402
 from mobileinst.utils.machine import machine_info  # noqa: E402
 from mobileinst.utils.pretrained import backbone_weights_key  # noqa: E402
 from mobileinst.video.tracker import VideoTracker  # noqa: E402
-from mobileinst_runtime.files import atomic_write_json  # noqa: E402
+from mobileinst_core.files import atomic_write_json  # noqa: E402
 
 
 MACHINE = {}  # machine_info() of this run
@@ -346,8 +346,8 @@ def set_threads(n: int):
     cv2.setNumThreads(n)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def argument_parser():
+    parser = config_argument_parser(description=__doc__)
     parser.add_argument("--config-file", default=os.path.join(ROOT, "configs/coco/MobileInst_TopFormer_base_640.yaml"))
     parser.add_argument("--weights", default="", help="optional MobileInst weights (timing needs none)")
     parser.add_argument("--short-side", type=int, default=640)
@@ -376,8 +376,11 @@ def main(argv=None):
     parser.add_argument("--processes", type=int, default=1,
                         help="--train: training processes sharing the --threads (DistributedDataParallel)")
     parser.add_argument("--output", default="output/benchmark/benchmark.json")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="MobileInst config overrides KEY VALUE ...")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None):
+    args = parse_with_overrides(argument_parser(), argv)
 
     set_threads(args.threads or os.cpu_count())
     MACHINE.update(machine_info())

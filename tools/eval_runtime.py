@@ -8,7 +8,6 @@
 Prints and writes (``--output``) {"pytorch": {...}, "onnx_fp32": {...}, "onnx_int8": {...}} with the
 YouTube-VIS metrics of each, all with the same reuse interval and association.
 """
-import argparse
 import os
 import sys
 
@@ -23,15 +22,16 @@ from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 from detectron2.data.detection_utils import read_image  # noqa: E402
 
 from mobileinst.config import load_mobileinst_config  # noqa: E402
-from mobileinst.evaluation.ytvis_evaluation import evaluate_ytvis  # noqa: E402
-from mobileinst_runtime.files import atomic_write_json  # noqa: E402
+from mobileinst.utils.cli import config_argument_parser, parse_with_overrides  # noqa: E402
+from mobileinst.evaluation.ytvis_metric import evaluate_ytvis  # noqa: E402
+from mobileinst_core.categories import dataset_category_ids  # noqa: E402
+from mobileinst_core.files import atomic_write_json  # noqa: E402
+from mobileinst_core.ytvis_json import ytvis_entries  # noqa: E402
 from mobileinst_runtime.ort_model import OrtVideoSegmenter  # noqa: E402
-from mobileinst_runtime.visualize import to_ytvis_json  # noqa: E402
 
 
 def _category_ids(dataset):
-    id_map = MetadataCatalog.get(dataset).thing_dataset_id_to_contiguous_id
-    return [k for k, _ in sorted(id_map.items(), key=lambda kv: kv[1])]
+    return dataset_category_ids(MetadataCatalog.get(dataset).thing_dataset_id_to_contiguous_id)
 
 
 def runtime_results(model_dir, dataset, int8=False, threads=0):
@@ -41,7 +41,7 @@ def runtime_results(model_dir, dataset, int8=False, threads=0):
         seg.reset()
         for f in video["file_names"]:
             seg.step(read_image(f, format="BGR"))
-        results += to_ytvis_json(seg.ytvis_result(video["video_id"]), video["video_id"], _category_ids(dataset))
+        results += ytvis_entries(seg.ytvis_result(video["video_id"]), video["video_id"], _category_ids(dataset))
     return results
 
 
@@ -60,19 +60,18 @@ def pytorch_results(cfg, dataset):
     with torch.no_grad():
         for video in DatasetCatalog.get(dataset):
             out = model([mapper(video)])[0]
-            results += to_ytvis_json(out, video["video_id"], _category_ids(dataset))
+            results += ytvis_entries(out, video["video_id"], _category_ids(dataset))
     return results
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = config_argument_parser(description=__doc__)
     p.add_argument("--config-file", required=True)
     p.add_argument("--model-dir", required=True)
     p.add_argument("--dataset", default="synthetic_ytvis_val")
     p.add_argument("--output", default="")
     p.add_argument("--no-int8", action="store_true")
-    p.add_argument("opts", nargs=argparse.REMAINDER)
-    args = p.parse_args(argv)
+    args = parse_with_overrides(p, argv)
     cfg = load_mobileinst_config(args.config_file, args.opts, device="cpu")
     gt = MetadataCatalog.get(args.dataset).json_file
     keys = ("AP", "AP50", "AP75", "AR1", "AR10")

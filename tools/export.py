@@ -16,7 +16,6 @@ Writes (``mobileinst.export`` describes the graphs):
   export_meta.json      input size/format, normalisation, classes, thresholds, video settings
 and checks every ONNX graph against PyTorch with onnxruntime.
 """
-import argparse
 import json
 import logging
 import os
@@ -31,15 +30,16 @@ except ImportError:
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from detectron2.data import MetadataCatalog  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
 
 from mobileinst.config import load_mobileinst_config  # noqa: E402
+from mobileinst.utils.cli import config_argument_parser, parse_with_overrides  # noqa: E402
 from mobileinst.data import check_num_classes  # noqa: E402
-from mobileinst.export import GRAPHS, build_graph_modules, nonkey_size, padded_size  # noqa: E402
+from mobileinst.export import GRAPHS, build_export_meta, build_graph_modules  # noqa: E402
 from mobileinst.utils.checkpoint import load_weights  # noqa: E402
 from mobileinst.utils.fuse import fuse_conv_bn  # noqa: E402
-from mobileinst_runtime.files import atomic_write_json, prepare_output_dir, remove_if_empty  # noqa: E402
+from mobileinst_core.export_meta import write_export_meta  # noqa: E402
+from mobileinst_core.files import prepare_output_dir, remove_if_empty  # noqa: E402
 
 logger = logging.getLogger("mobileinst.export")
 
@@ -117,10 +117,10 @@ def calibration_files(calib_dir):
 def calibration_images(calib_dir, height, width, fmt, num=16):
     import cv2
 
-    from mobileinst_runtime.ort_model import _Letterbox
+    from mobileinst_core.frames import Letterbox
 
     files = calibration_files(calib_dir)
-    box = _Letterbox({"input_size": [height, width], "input_format": fmt, "pixel_mean": [0, 0, 0]})
+    box = Letterbox((height, width), fmt, (0, 0, 0))
     step = max(1, len(files) // num)
     out = []
     for f in files[::step][:num]:
@@ -190,9 +190,8 @@ def export(cfg, output, height, width, graphs=GRAPHS, torchscript=True, do_quant
 
 
 def _export(cfg, model, output, height, width, graphs, torchscript, do_quantize, calib_dir):
-    scale = float(cfg.MODEL.MOBILEINST.VIDEO.NONKEY_SCALE)
-    nh, nw = nonkey_size(height, width, scale)
-    modules = build_graph_modules(model, height, width, scale)
+    meta = build_export_meta(cfg, model, height, width)
+    modules = build_graph_modules(model, height, width, meta.tracker.nonkey_scale)
     report = {"onnx": {}, "torchscript": {}, "parity": {}}
     for name in graphs:
         module, inputs, in_names, out_names, dyn = modules[name]
@@ -202,47 +201,18 @@ def _export(cfg, model, output, height, width, graphs, torchscript, do_quantize,
         if torchscript:
             report["torchscript"][name] = export_torchscript(module, inputs, os.path.join(output, f"{name}.ts"))
         logger.info(f"{name}: {path} parity {report['parity'][name]}")
-    meta_names = MetadataCatalog.get(cfg.DATASETS.TEST[0]).get("thing_classes", None) if cfg.DATASETS.TEST else None
-    meta = {
-        "input_size": [height, width],
-        # the graphs pad the input to this size; mask_probs cover it
-        "padded_size": list(padded_size(model, height, width)),
-        "input_format": cfg.INPUT.FORMAT,
-        "pixel_mean": list(cfg.MODEL.PIXEL_MEAN),
-        "pixel_std": list(cfg.MODEL.PIXEL_STD),
-        "num_classes": cfg.MODEL.MOBILEINST.NUM_CLASSES,
-        "num_queries": cfg.MODEL.MOBILEINST.DECODER.NUM_QUERIES,
-        "class_names": meta_names,
-        "mask_threshold": cfg.MODEL.MOBILEINST.INFERENCE.MASK_THRESHOLD,
-        "cls_threshold": cfg.MODEL.MOBILEINST.INFERENCE.CLS_THRESHOLD,
-        "video": {
-            "reuse_interval": cfg.MODEL.MOBILEINST.VIDEO.REUSE_INTERVAL,
-            "association": cfg.MODEL.MOBILEINST.VIDEO.ASSOCIATION,
-            "max_tracks": cfg.MODEL.MOBILEINST.VIDEO.MAX_TRACKS,
-            "track_score_threshold": cfg.MODEL.MOBILEINST.VIDEO.TRACK_SCORE_THRESHOLD,
-            "association_mask_weight": cfg.MODEL.MOBILEINST.VIDEO.ASSOCIATION_MASK_WEIGHT,
-            "association_score_threshold": cfg.MODEL.MOBILEINST.VIDEO.ASSOCIATION_SCORE_THRESHOLD,
-            "association_min_iou": cfg.MODEL.MOBILEINST.VIDEO.ASSOCIATION_MIN_IOU,
-            # nonkeyframe.onnx takes the frame at VIDEO.NONKEY_SCALE
-            "nonkey_scale": scale,
-            "nonkey_input_size": [nh, nw],
-            "nonkey_padded_size": list(padded_size(model, nh, nw)),
-        },
-        "weights": cfg.MODEL.WEIGHTS,
-    }
     if do_quantize:
         images = calibration_images(calib_dir, height, width, cfg.INPUT.FORMAT)
+        nh, nw = meta.nonkey_input_size
         nonkey_images = images if (nh, nw) == (height, width) else calibration_images(calib_dir, nh, nw,
                                                                                         cfg.INPUT.FORMAT)
         report["int8"] = quantize(output, graphs, images, nonkey_images)
-    meta_path = os.path.join(output, "export_meta.json")
-    atomic_write_json(meta_path, meta, indent=2)
-    report["meta"] = meta_path
+    report["meta"] = write_export_meta(output, meta)
     return report
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = config_argument_parser(description=__doc__)
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
                         help="fixed input size (default: INPUT.MIN_SIZE_TEST square)")
@@ -251,8 +221,7 @@ def main(argv=None):
     parser.add_argument("--no-torchscript", action="store_true")
     parser.add_argument("--quantize", action="store_true", help="also write int8 (QDQ) graphs")
     parser.add_argument("--calib-dir", default=None, help="images for int8 calibration")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
-    args = parser.parse_args(argv)
+    args = parse_with_overrides(parser, argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = load_mobileinst_config(args.config_file, args.opts, device="cpu")
     h, w = args.size or (cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST)

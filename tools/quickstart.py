@@ -18,7 +18,6 @@ longer. ``--max-iter`` / ``--video-max-iter`` give fixed schedules instead.
 metrics.json records the machine (its measured sgemm GFLOP/s), the budget,
 the iterations done and the training throughput.
 """
-import argparse
 import json
 import logging
 import os
@@ -49,8 +48,9 @@ from mobileinst.engine import launch, split_cpu_threads  # noqa: E402
 from mobileinst.engine.threads import available_cores  # noqa: E402
 from mobileinst.predictor import MobileInstPredictor  # noqa: E402
 from mobileinst.utils.checkpoint import build_checkpointer  # noqa: E402
+from mobileinst.utils.cli import config_argument_parser, parse_with_overrides  # noqa: E402
 from mobileinst.utils.machine import machine_info  # noqa: E402
-from mobileinst_runtime.files import atomic_write_json  # noqa: E402
+from mobileinst_core.files import atomic_write_json  # noqa: E402
 from train_net import Trainer  # noqa: E402
 
 logger = logging.getLogger("mobileinst.quickstart")
@@ -312,7 +312,9 @@ def _pct(x):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = config_argument_parser(
+        description=__doc__, opts_help="config overrides of the image part, KEY VALUE ...; the --flags may stand "
+                                       "before, between or after them")
     parser.add_argument("--output", default="output/quickstart")
     parser.add_argument("--config-file", default=os.path.join(ROOT, "configs/synthetic/MobileInst_TopFormer_tiny_synthetic.yaml"))
     parser.add_argument("--budget-min", type=float, default=20.0,
@@ -330,9 +332,8 @@ def parse_args(argv=None):
                         help="training processes (DistributedDataParallel; on a CPU each gets its share of the "
                              "cores); 0: as many as the cores allow and both parts' IMS_PER_BATCH divide")
     parser.add_argument("--video-opt", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
-                        help="a config override of the video part; repeat it for more (before the image part's opts)")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides of the image part, KEY VALUE ...")
-    args = parser.parse_args(argv)
+                        help="a config override of the video part; repeat it for more")
+    args = parse_with_overrides(parser, argv)
     if args.budget_min < 0:
         parser.error(f"--budget-min {args.budget_min}: expected minutes >= 0")
     if not 0.0 <= args.video_share < 1.0:

@@ -10,6 +10,8 @@ listed in docs/defaults.md with what they were measured to cost or give.
 """
 from detectron2.config import CfgNode as CN
 
+from mobileinst_core.tracker import TrackerSettings
+
 
 def load_mobileinst_config(config_file: str, opts=(), device: str = None, freeze: bool = True):
     """A detectron2 config with the MobileInst keys, ``config_file`` and ``opts`` merged."""
@@ -24,6 +26,24 @@ def load_mobileinst_config(config_file: str, opts=(), device: str = None, freeze
     if freeze:
         cfg.freeze()
     return cfg
+
+
+def build_tracker_settings(cfg) -> TrackerSettings:
+    """The online tracker's settings (MODEL.MOBILEINST.VIDEO, INFERENCE.MASK_THRESHOLD):
+    what the PyTorch tracker is built from and what the export writes into export_meta.json."""
+    v = cfg.MODEL.MOBILEINST.VIDEO
+    return TrackerSettings(
+        reuse_interval=v.REUSE_INTERVAL,
+        association=v.ASSOCIATION,
+        max_tracks=v.MAX_TRACKS,
+        track_score_threshold=v.TRACK_SCORE_THRESHOLD,
+        association_mask_weight=v.ASSOCIATION_MASK_WEIGHT,
+        association_score_threshold=v.ASSOCIATION_SCORE_THRESHOLD,
+        association_min_iou=v.ASSOCIATION_MIN_IOU,
+        mask_threshold=cfg.MODEL.MOBILEINST.INFERENCE.MASK_THRESHOLD,
+        nonkey_scale=v.NONKEY_SCALE,
+        reuse_global_features=v.REUSE_GLOBAL_FEATURES,
+    )
 
 
 def add_mobileinst_config(cfg):
@@ -141,14 +161,9 @@ def add_mobileinst_config(cfg):
     # Temporal query passing during training on frame pairs (t, t+d): the
     # paper's video training (on in the YouTube-VIS configs).
     mi.VIDEO.QUERY_PASSING = False
-    # How query passing supervises a pair. "paper": frame t+d runs the whole
-    # model with all losses and its own matching M^{t+d}; frame t's global-stage
-    # queries through frame t+d's local stage give masks supervised under the
-    # same M^{t+d} by the mask losses only (dice + pixel BCE, "_qp").
-    # "matched" (this project's earlier variant): the passed queries are matched
-    # on their own and get every loss ("_qp"); frame t+d's own prediction is not
-    # computed.
-    mi.VIDEO.QUERY_PASSING_MODE = "paper"
+    # Removed: the "matched" variant of query passing measured no better than the
+    # paper's form, the only one now; configs dumped before still load.
+    cfg.register_deprecated_key("MODEL.MOBILEINST.VIDEO.QUERY_PASSING_MODE")
     # Also supervise frame t as an image (its own queries, matching and all
     # losses) when training on pairs with query passing (DEFAULT).
     mi.VIDEO.SUPERVISE_KEY_FRAME = True

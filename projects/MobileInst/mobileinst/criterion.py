@@ -1,5 +1,8 @@
 # Copyright (c) MobileInst authors. Licensed under the Apache License 2.0.
-"""Training loss: L = w_cls * L_cls + w_dice * L_dice + w_pix * L_bce + w_obj * L_obj.
+"""Training losses: every loss of a training step, given the model's outputs and the targets.
+
+Per set of N predictions, matched to the targets (:mod:`mobileinst.matcher`):
+L = w_cls * L_cls + w_dice * L_dice + w_pix * L_bce + w_obj * L_obj.
 
 * L_cls: sigmoid focal loss over all N queries (unmatched ones are negatives).
 * L_mask = dice + pixel-wise BCE on the matched queries.
@@ -9,10 +12,14 @@
 Sums are normalised by the number of target instances (averaged over all
 processes), as in DETR and SparseInst.
 
-``SetCriterion(outputs, targets)`` matches and returns all four losses; it can
-also return the assignment M it used, and supervise other outputs under a given
-M by L_mask alone (the passed branch of temporal query passing, which shares
-frame t+d's M^{t+d}).
+``SetCriterion(outputs, targets)`` returns all losses of a step
+(:meth:`SetCriterion.forward`): those of the instance predictions; with
+DECODER.DEEP_SUPERVISION those of the global stage's queries ("_global"); with
+temporal query passing, L_mask of frame t's queries on frame t+d under frame
+t+d's assignment M^{t+d} ("_qp"); with the pooled class head
+(DECODER.POOLED_CLASS_HEAD) its losses on the ground-truth masks
+("loss_pooled_cls", "loss_dense_cls"). :meth:`SetCriterion.set_losses` is
+the loss of one set of predictions.
 """
 from typing import Dict, List, Optional, Tuple
 
@@ -52,7 +59,15 @@ class SetCriterion(nn.Module):
     @configurable
     def __init__(self, *, num_classes: int, matcher: HungarianMatcher, class_weight: float,
                  dice_weight: float, pixel_weight: float, objectness_weight: float,
-                 focal_alpha: float = 0.25, focal_gamma: float = 2.0, iou_threshold: float = 0.4):
+                 focal_alpha: float = 0.25, focal_gamma: float = 2.0, iou_threshold: float = 0.4,
+                 pooled_class_weight: float = 0.0, dense_class_weight: float = 0.0):
+        """
+        Args:
+            pooled_class_weight: LOSS.POOLED_CLASS_WEIGHT, the weight of the
+                pooled class head's cross-entropy on ground-truth masks (0: off).
+            dense_class_weight: LOSS.DENSE_CLASS_WEIGHT, the weight of its MLP's
+                per-position cross-entropy (0: off; only with the pooled loss on).
+        """
         super().__init__()
         self.num_classes = num_classes
         self.matcher = matcher
@@ -65,6 +80,8 @@ class SetCriterion(nn.Module):
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
         self.iou_threshold = iou_threshold
+        self.pooled_class_weight = float(pooled_class_weight)
+        self.dense_class_weight = float(dense_class_weight)
 
     @classmethod
     def from_config(cls, cfg):
@@ -79,11 +96,54 @@ class SetCriterion(nn.Module):
             "focal_alpha": c.LOSS.FOCAL_ALPHA,
             "focal_gamma": c.LOSS.FOCAL_GAMMA,
             "iou_threshold": c.LOSS.IOU_MASK_THRESHOLD,
+            "pooled_class_weight": c.LOSS.POOLED_CLASS_WEIGHT,
+            "dense_class_weight": c.LOSS.DENSE_CLASS_WEIGHT,
         }
 
-    def forward(self, outputs: Dict[str, torch.Tensor], targets: List[dict], indices: Optional[Indices] = None,
-                mask_only: bool = False, return_indices: bool = False):
+    def forward(self, outputs: Dict[str, torch.Tensor], targets: List[dict],
+                class_head: Optional[nn.Module] = None) -> Dict[str, torch.Tensor]:
+        """All losses of a training step.
+
+        Args:
+            outputs: the model's outputs:
+
+                * "pred_logits" (B, N, C), "pred_objectness" (B, N), "pred_masks"
+                  (B, N, h, w): the instance predictions of the images supervised
+                  as images, the last B of ``targets`` (all of them but on frame
+                  pairs without SUPERVISE_KEY_FRAME, where frame t is not);
+                * "global_outputs" (optional, DECODER.DEEP_SUPERVISION): the same
+                  of the global stage's queries Q_G, matched on their own: "_global";
+                * "passed_outputs" (optional, temporal query passing): {"pred_masks"
+                  (b, N, h, w)} of frame t's Q_G through the local stage of frame
+                  t+d, the last b of ``targets``; L_mask under frame t+d's
+                  assignment M^{t+d} of the instance predictions: "_qp";
+                * "mask_features": X_mask (len(targets), D, h', w') of every image,
+                  read by the pooled class head's losses.
+            targets: per image {"labels": (M,), "masks": (M, h, w) in [0, 1]}
+                at the resolution of "pred_masks" (the frames t, then t+d, of
+                frame pairs).
+            class_head: the model's :class:`mobileinst.class_head.PooledClassHead`
+                (DECODER.POOLED_CLASS_HEAD), or None.
+        Returns:
+            weighted losses by name.
         """
+        own = targets[len(targets) - outputs["pred_logits"].shape[0]:]
+        preds = {k: outputs[k] for k in ("pred_logits", "pred_objectness", "pred_masks")}
+        losses, indices = self.set_losses(preds, own, return_indices=True)
+        if "global_outputs" in outputs:
+            losses.update(_suffixed(self.set_losses(outputs["global_outputs"], own), "_global"))
+        if "passed_outputs" in outputs:
+            b = outputs["passed_outputs"]["pred_masks"].shape[0]
+            passed = self.set_losses(outputs["passed_outputs"], targets[-b:], indices[-b:], mask_only=True)
+            losses.update(_suffixed(passed, "_qp"))
+        if class_head is not None and self.pooled_class_weight > 0:
+            losses.update(self.pooled_class_losses(class_head, outputs["mask_features"], targets))
+        return losses
+
+    def set_losses(self, outputs: Dict[str, torch.Tensor], targets: List[dict], indices: Optional[Indices] = None,
+                   mask_only: bool = False, return_indices: bool = False):
+        """The losses of one set of predictions, matched to ``targets``.
+
         Args:
             outputs: "pred_logits" (B, N, C), "pred_objectness" (B, N),
                 "pred_masks" (B, N, h, w) mask logits ("pred_masks" alone with
@@ -148,3 +208,67 @@ class SetCriterion(nn.Module):
             zero = masks.sum() * 0.0 + (outputs["pred_objectness"].sum() * 0.0 if with_obj else 0.0)
             losses.update({k: zero for k in ("loss_dice", "loss_mask", "loss_objectness") if k in terms})
         return losses
+
+    # ------------------------------------------------------------ pooled class head
+    def pooled_class_losses(self, class_head: nn.Module, x_mask: torch.Tensor,
+                            targets: List[dict]) -> Dict[str, torch.Tensor]:
+        """DECODER.POOLED_CLASS_HEAD: "loss_pooled_cls", the cross-entropy of the
+        pooled class head on X_mask features averaged inside each ground-truth
+        mask (LOSS.POOLED_CLASS_WEIGHT), and with LOSS.DENSE_CLASS_WEIGHT
+        "loss_dense_cls" (:meth:`dense_class_loss`). Trains the class features
+        without the duplicates and label noise of matching.
+
+        Args:
+            class_head: the :class:`mobileinst.class_head.PooledClassHead`.
+            x_mask: X_mask (B, D, h, w) of the images of ``targets``.
+        """
+        feats = class_head.feature_map(x_mask)  # once, for the pooled and the dense loss
+        covers = mask_covers(targets, feats.shape[-2:], feats.dtype)  # likewise the masks on its grid
+        logits, labels = [], []
+        for i, (t, cover) in enumerate(zip(targets, covers)):
+            if cover is None:
+                continue
+            logits.append(class_head.pool_logits(feats[i: i + 1], cover[None])[0])
+            labels.append(t["labels"])
+        if not logits:  # keep the head in the graph (DDP) with a zero loss
+            zero = sum(p.sum() for p in class_head.pooled_cls.parameters()) * 0.0 + feats.sum() * 0.0
+            return {"loss_pooled_cls": zero, **({"loss_dense_cls": zero} if self.dense_class_weight > 0 else {})}
+        loss = F.cross_entropy(torch.cat(logits), torch.cat(labels))
+        losses = {"loss_pooled_cls": loss * self.pooled_class_weight}
+        if self.dense_class_weight > 0:
+            dense = self.dense_class_loss(class_head, feats, targets, covers)
+            losses["loss_dense_cls"] = dense * self.dense_class_weight
+        return losses
+
+    @staticmethod
+    def dense_class_loss(class_head: nn.Module, feats: torch.Tensor, targets: List[dict],
+                         covers: Optional[List[Optional[torch.Tensor]]] = None) -> torch.Tensor:
+        """LOSS.DENSE_CLASS_WEIGHT (unweighted): per-position cross-entropy of the
+        pooled class head's MLP on its feature map ``feats``; a position's label
+        is that of the ground-truth mask covering more than half of it, positions
+        no mask covers that much are ignored. ``covers``: :func:`mask_covers` on
+        the grid of ``feats``, when the caller has them already."""
+        logits = class_head.dense_logits(feats)  # B, C, h, w
+        h, w = logits.shape[-2:]
+        if covers is None:
+            covers = mask_covers(targets, (h, w), logits.dtype)
+        labels = torch.full((logits.shape[0], h, w), -100, dtype=torch.int64, device=logits.device)
+        for i, (t, cover) in enumerate(zip(targets, covers)):
+            if cover is None:
+                continue
+            best, idx = cover.max(0)
+            labels[i] = torch.where(best > 0.5, t["labels"][idx], labels[i])
+        if not (labels >= 0).any():
+            return logits.sum() * 0.0
+        return F.cross_entropy(logits, labels, ignore_index=-100)
+
+
+def mask_covers(targets: List[dict], size, dtype) -> List[Optional[torch.Tensor]]:
+    """Per target, its GT masks area-pooled to a grid of ``size`` ((M, h, w):
+    the share of each cell a mask covers), or None for an image without objects."""
+    return [F.adaptive_avg_pool2d(t["masks"][None].to(dtype), tuple(size))[0] if len(t["labels"]) else None
+            for t in targets]
+
+
+def _suffixed(losses: Dict[str, torch.Tensor], suffix: str) -> Dict[str, torch.Tensor]:
+    return {k + suffix: v for k, v in losses.items()}

@@ -15,11 +15,14 @@ association between keyframes and the pasting of masks into the frame:
 * :class:`NonKeyframeModel`: (image, kernels (k, D)) -> mask_probs (k, h, w):
   kernel reuse, the instance decoder is not in this graph. With
   VIDEO.NONKEY_SCALE < 1 its input is the frame at that scale
-  (:func:`nonkey_size`; export_meta.json's video.nonkey_input_size).
+  (:func:`mobileinst_core.sizes.nonkey_size`; export_meta.json's video.nonkey_input_size).
+
+:func:`build_export_meta` gives export_meta.json (:mod:`mobileinst_core.export_meta`)
+from the config: the input, the thresholds and the video settings a runtime needs.
 
 ``mask_probs`` are sigmoid(K . X_mask) on the mask grid of the padded input
 ((h, w) = padded size / OUTPUT_STRIDE * MASK_UPSAMPLE). A runtime pastes them into the
-frame with :func:`mobileinst_runtime.masks.paste_masks`, the function the
+frame with :func:`mobileinst_core.masks.paste_masks`, the function the
 PyTorch post-processing uses: one bilinear resize per mask straight to the
 frame size, then the MASK_THRESHOLD. Only the runtime knows the frame size,
 and ONNX Runtime's Resize/Slice over K full-size masks cost more than the
@@ -29,21 +32,20 @@ The number of kernels k given to the mask graphs may vary at run time.
 """
 import torch
 import torch.nn.functional as F
+from detectron2.data import MetadataCatalog
+from mobileinst_core import sizes
+from mobileinst_core.categories import dataset_category_ids
+from mobileinst_core.export_meta import ExportMeta
+from mobileinst_core.sizes import nonkey_size
 from torch import nn
 
-from .postprocess import class_scores, decay_duplicates, rescore_by_masks, score_queries
+from .config import build_tracker_settings
+from .postprocess import rank_detections
 
 
 def padded_size(model, height: int, width: int):
     """The size the graphs pad a (height, width) input to."""
-    d = model.size_divisibility
-    return (int(height) + d - 1) // d * d, (int(width) + d - 1) // d * d
-
-
-def nonkey_size(height: int, width: int, scale: float):
-    """The input size of non-keyframes for VIDEO.NONKEY_SCALE: the size the video
-    tracker resizes them to, and the input of the exported non-keyframe graph."""
-    return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
+    return sizes.padded_size(height, width, model.size_divisibility)
 
 
 class _Base(nn.Module):
@@ -76,26 +78,13 @@ class ImageModel(_Base):
 
     def forward(self, image):
         out = self.model.predict(self.normalize(image))
-        logits, objectness = out["pred_logits"][0], out["pred_objectness"][0]
-        mask_logits = out["pred_masks"][0]
-        if self.model.multi_class:  # rank (query, class) pairs, as the PyTorch post-processing
-            num_classes = logits.shape[1]
-            pair_scores = class_scores(logits, objectness)
-            pair_scores = rescore_by_masks(pair_scores.t(), mask_logits.sigmoid(), self.mask_threshold).t()
-            k = min(self.max_detections, pair_scores.numel())
-            scores, flat = pair_scores.flatten().topk(k)
-            idx, classes = flat // num_classes, flat % num_classes
-        else:
-            scores, classes = score_queries(logits, objectness)
-            scores = rescore_by_masks(scores, mask_logits.sigmoid(), self.mask_threshold)
-            k = min(self.max_detections, scores.shape[0])
-            scores, idx = scores.topk(k)
-            classes = classes[idx]
-        probs = mask_logits[idx].sigmoid()
-        if self.model.nms_sigma > 0:  # INFERENCE.NMS_SIGMA, as the PyTorch post-processing
-            scores, order = decay_duplicates(scores, classes, probs, self.mask_threshold, self.model.nms_sigma)
-            classes, probs = classes[order], probs[order]
-        return scores, classes, probs
+        mask_probs = out["pred_masks"][0].sigmoid()
+        # the ranking of the PyTorch post-processing (MULTI_CLASS, INFERENCE.NMS_SIGMA); the runtime
+        # keeps scores > CLS_THRESHOLD
+        scores, queries, classes = rank_detections(out["pred_logits"][0], out["pred_objectness"][0], mask_probs,
+                                                   self.mask_threshold, self.max_detections, self.model.multi_class,
+                                                   self.model.nms_sigma)
+        return scores, classes, mask_probs[queries]
 
 
 class KeyframeModel(_Base):
@@ -146,3 +135,29 @@ def build_graph_modules(model, height: int, width: int, nonkey_scale: float = 1.
         "nonkeyframe": (NonKeyframeModel(model, nh, nw), (nonkey_image, kernels), ["image", "kernels"],
                         ["mask_probs"], dyn_k),
     }
+
+
+def build_export_meta(cfg, model, height: int, width: int) -> ExportMeta:
+    """export_meta.json of the graphs of ``model`` at (height, width), from ``cfg``:
+    the classes and category ids of DATASETS.TEST[0] (if any) and the video
+    settings (:func:`mobileinst.config.build_tracker_settings`)."""
+    settings = build_tracker_settings(cfg)
+    nh, nw = nonkey_size(height, width, settings.nonkey_scale)
+    meta = MetadataCatalog.get(cfg.DATASETS.TEST[0]) if cfg.DATASETS.TEST else None
+    return ExportMeta(
+        input_size=(int(height), int(width)),
+        padded_size=padded_size(model, height, width),
+        input_format=cfg.INPUT.FORMAT,
+        pixel_mean=tuple(cfg.MODEL.PIXEL_MEAN),
+        pixel_std=tuple(cfg.MODEL.PIXEL_STD),
+        num_classes=cfg.MODEL.MOBILEINST.NUM_CLASSES,
+        num_queries=cfg.MODEL.MOBILEINST.DECODER.NUM_QUERIES,
+        class_names=meta.get("thing_classes", None) if meta is not None else None,
+        category_ids=dataset_category_ids(meta.get("thing_dataset_id_to_contiguous_id", None)) if meta is not None
+        else None,
+        cls_threshold=cfg.MODEL.MOBILEINST.INFERENCE.CLS_THRESHOLD,
+        tracker=settings,
+        nonkey_input_size=(nh, nw),
+        nonkey_padded_size=padded_size(model, nh, nw),
+        weights=cfg.MODEL.WEIGHTS,
+    )

@@ -13,6 +13,10 @@ Both key/value maps get sine position embeddings. There is no FFN inside the
 stages (the paper removes them); one FFN follows the local stage. The two
 stages are exposed separately (``global_stage``, ``local_stage``) for
 temporal query passing, where Q_G of frame t meets X_L of frame t+d.
+
+With DECODER.POOLED_CLASS_HEAD (beyond the paper) the logits of a
+:class:`mobileinst.class_head.PooledClassHead` on X_mask are added to the
+class logits (``pooled_class_head``; None without it).
 """
 import math
 from typing import Dict, Optional, Tuple
@@ -23,8 +27,8 @@ from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from torch import nn
 
+from .class_head import PooledClassHead
 from .features import global_feature_key
-from .layers import get_norm
 
 
 def sine_position_embedding(x: torch.Tensor, num_feats: int, temperature: float = 10000.0) -> torch.Tensor:
@@ -114,6 +118,8 @@ class DualInstanceDecoder(nn.Module):
             global_channels: channels of X6.
             mask_channels: channels of X_mask.
             mask_stride: stride of X_mask (MASK_DECODER.OUTPUT_STRIDE).
+            pooled_class_head: add the logits of a :class:`PooledClassHead`
+                (DECODER.POOLED_CLASS_HEAD).
             num_local_layers: local-stage layers (cross- then self-attention on
                 X_L), each refining the queries of the one before; the paper has 1.
         """
@@ -132,7 +138,6 @@ class DualInstanceDecoder(nn.Module):
             )
         self.local_pool_stride = local_pool_stride
         self.mask_stride = mask_stride
-        self.class_feature_pool = max(1, 8 // mask_stride)
         self.masked_attention = masked_attention
         self.query_feat = nn.Embedding(num_queries, hidden_dim)
         self.query_pos = nn.Embedding(num_queries, hidden_dim)
@@ -157,18 +162,11 @@ class DualInstanceDecoder(nn.Module):
         bias = -math.log((1 - prior_prob) / prior_prob)
         nn.init.constant_(self.cls_head.bias, bias)
         nn.init.constant_(self.objectness_head.bias, 0.0)
-        self.pooled_class_head = pooled_class_head
-        if pooled_class_head:
-            # class features on X_mask, averaged over each query's soft mask
-            self.class_features = nn.Sequential(
-                nn.Conv2d(mask_channels, mask_channels, 3, padding=1, bias=False),
-                get_norm("GN", mask_channels), nn.ReLU(inplace=True),
-                nn.Conv2d(mask_channels, mask_channels, 1), nn.ReLU(inplace=True),
-            )
-            self.pooled_cls = nn.Sequential(
-                nn.Linear(mask_channels, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, num_classes)
-            )
-            nn.init.zeros_(self.pooled_cls[-1].bias)
+        # DECODER.POOLED_CLASS_HEAD (built here, after the heads above, so that
+        # a seed gives the same initial weights as before it was a module)
+        self.pooled_class_head = PooledClassHead(
+            channels=mask_channels, hidden_dim=hidden_dim, num_classes=num_classes, mask_stride=mask_stride
+        ) if pooled_class_head else None
         nn.init.normal_(self.kernel_head.weight, std=0.01)
         nn.init.zeros_(self.kernel_head.bias)
 
@@ -243,47 +241,9 @@ class DualInstanceDecoder(nn.Module):
             attn_mask = self.local_attention_mask(query, x_local) if self.masked_attention else None
             query = stage(query, query_pos, memory, pos, attn_mask)
         out = self.predict_heads(query)
-        if self.pooled_class_head:
-            out["pred_logits"] = out["pred_logits"] + self.pooled_class_logits(out["pred_kernels"], x_mask)
+        if self.pooled_class_head is not None:
+            out["pred_logits"] = out["pred_logits"] + self.pooled_class_head(out["pred_kernels"], x_mask)
         return out
-
-    def pooled_class_logits(self, kernels: torch.Tensor, x_mask: torch.Tensor) -> torch.Tensor:
-        """Class logits from features averaged inside each query's soft mask
-        sigmoid(K . X_mask) (detached): (B, N, C)."""
-        weights = torch.einsum("bnd,bdhw->bnhw", kernels, x_mask).sigmoid().detach()
-        return self.masked_class_logits(x_mask, weights)
-
-    def masked_class_logits(self, x_mask: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """The pooled class head on (B, M, h, w) mask weights on the grid of X_mask: (B, M, C).
-
-        On a stride-4 X_mask, X_mask and the weights are first average-pooled
-        to stride 8: the class features see the same context per conv as on
-        the paper's grid and cost a quarter (at 1/4 their 3x3 conv outweighed
-        TopFormer-tiny)."""
-        k = self.class_feature_pool
-        if k > 1:
-            weights = F.avg_pool2d(weights, k, k, ceil_mode=True)
-        return self.pool_class_logits(self.class_feature_map(x_mask), weights)
-
-    def class_feature_map(self, x_mask: torch.Tensor) -> torch.Tensor:
-        """The pooled class head's features on X_mask (at stride 8 at most): (B, D, h, w)."""
-        k = self.class_feature_pool
-        if k > 1:
-            x_mask = F.avg_pool2d(x_mask, k, k, ceil_mode=True)
-        return self.class_features(x_mask)
-
-    def pool_class_logits(self, feats: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """The pooled class head on its feature map (B, D, h, w) and (B, M, h, w)
-        mask weights on the same grid: (B, M, C)."""
-        weights = weights.flatten(2)
-        pooled = torch.einsum("bnp,bdp->bnd", weights, feats.flatten(2)) / (weights.sum(-1, keepdim=True) + 1.0)
-        return self.pooled_cls(pooled)
-
-    def dense_class_logits(self, feats: torch.Tensor) -> torch.Tensor:
-        """The pooled class head's MLP at every position of its feature map
-        (:meth:`class_feature_map`): (B, C, h, w). LOSS.DENSE_CLASS_WEIGHT trains
-        it per position; inference pools instead."""
-        return self.pooled_cls(feats.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
     def local_attention_mask(self, q_global: torch.Tensor, x_local: torch.Tensor) -> torch.Tensor:
         """Masked attention (Mask2Former) for the local stage: each query attends only

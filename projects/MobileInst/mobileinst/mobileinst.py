@@ -14,6 +14,10 @@ training, "instances". A video input has "image" as a list of frames: for
 training a pair (t, t+d) with "instances" a list of two, trained with
 temporal query passing; for inference a whole clip, segmented and tracked
 online with kernel reuse and kernel association (``mobileinst.video``).
+
+Training runs the networks (:meth:`MobileInst.training_outputs`) and hands
+their outputs and the targets to the criterion
+(:class:`mobileinst.criterion.SetCriterion`), which computes every loss.
 """
 import inspect
 import logging
@@ -26,6 +30,9 @@ from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from detectron2.structures import BitMasks, ImageList, PolygonMasks
 from torch import nn
 
+from mobileinst_core.tracker import TrackerSettings
+
+from .config import build_tracker_settings
 from .criterion import SetCriterion
 from .features import build_global_feature, global_feature_key
 from .instance_decoder import DualInstanceDecoder
@@ -35,23 +42,22 @@ from .utils.pretrained import backbone_build_cfg
 
 logger = logging.getLogger(__name__)
 
-# VIDEO.QUERY_PASSING_MODE: how the passed branch of a frame pair is supervised
-QUERY_PASSING_MODES = ("paper", "matched")
-
 
 @META_ARCH_REGISTRY.register()
 class MobileInst(nn.Module):
     @configurable
     def __init__(self, *, backbone: nn.Module, mask_decoder: nn.Module, instance_decoder: nn.Module,
                  criterion: nn.Module, pixel_mean, pixel_std, size_divisibility: int = 64,
-                 mask_upsample: int = 2, cls_threshold: float = 0.005, mask_threshold: float = 0.45,
-                 max_detections: int = 100, query_passing: bool = False, supervise_key_frame: bool = True,
+                 mask_upsample: int = 2, cls_threshold: float, mask_threshold: float,
+                 max_detections: int, query_passing: bool = False, supervise_key_frame: bool = True,
                  deep_supervision: bool = False, multi_class: bool = False, nms_sigma: float = 0.0,
-                 pooled_class_weight: float = 0.0, dense_class_weight: float = 0.0, channels_last: bool = False,
-                 video_cfg: Optional[dict] = None, query_passing_mode: str = "paper", global_feature: str = "x6",
+                 channels_last: bool = False, tracker_settings: Optional[TrackerSettings] = None,
+                 global_feature: str = "x6",
                  global_pool: Optional[nn.Module] = None):
         """
         Args:
+            tracker_settings: the video settings of :meth:`inference_video`
+                (:func:`mobileinst.config.build_tracker_settings`).
             global_feature: the key of X6 in the features the decoders read.
             global_pool: a module that derives X6 from the backbone's features
                 (:class:`mobileinst.features.PooledGlobalFeature`), or None when
@@ -77,22 +83,16 @@ class MobileInst(nn.Module):
         self.mask_threshold = mask_threshold
         self.max_detections = max_detections
         self.query_passing = query_passing
-        if query_passing_mode not in QUERY_PASSING_MODES:
-            raise ValueError(f"MODEL.MOBILEINST.VIDEO.QUERY_PASSING_MODE={query_passing_mode!r}: "
-                             f"expected one of {QUERY_PASSING_MODES}")
-        self.query_passing_mode = query_passing_mode
         self.supervise_key_frame = supervise_key_frame
         self.deep_supervision = deep_supervision
         self.multi_class = multi_class
         self.nms_sigma = float(nms_sigma)
-        self.pooled_class_weight = float(pooled_class_weight)
-        self.dense_class_weight = float(dense_class_weight)
-        self.video_cfg = dict(video_cfg or {})
+        self.tracker_settings = tracker_settings
         self.global_feature = global_feature
         self.global_pool = global_pool
         # the backbone computes X6 and can take a given one instead (TopFormer, MobileNetV2)
         self.backbone_takes_x6 = global_pool is None and "x6" in inspect.signature(backbone.forward).parameters
-        if self.video_cfg.get("reuse_global_features") and not self.backbone_takes_x6:
+        if tracker_settings is not None and tracker_settings.reuse_global_features and not self.backbone_takes_x6:
             logger.warning(f"MODEL.MOBILEINST.VIDEO.REUSE_GLOBAL_FEATURES: {type(backbone).__name__} cannot take "
                            f"a given X6 ({'derived' if global_pool is not None else 'no x6 argument'}), so it runs "
                            "whole on non-keyframes; the decoders get the keyframe's X6 and no time is saved")
@@ -126,24 +126,11 @@ class MobileInst(nn.Module):
             "max_detections": c.INFERENCE.MAX_DETECTIONS,
             "multi_class": c.INFERENCE.MULTI_CLASS,
             "nms_sigma": c.INFERENCE.NMS_SIGMA,
-            "pooled_class_weight": c.LOSS.POOLED_CLASS_WEIGHT,
-            "dense_class_weight": c.LOSS.DENSE_CLASS_WEIGHT,
             "channels_last": c.CHANNELS_LAST,
             "query_passing": c.VIDEO.QUERY_PASSING,
-            "query_passing_mode": c.VIDEO.QUERY_PASSING_MODE,
             "supervise_key_frame": c.VIDEO.SUPERVISE_KEY_FRAME,
             "deep_supervision": c.DECODER.DEEP_SUPERVISION,
-            "video_cfg": {
-                "reuse_interval": c.VIDEO.REUSE_INTERVAL,
-                "association": c.VIDEO.ASSOCIATION,
-                "association_mask_weight": c.VIDEO.ASSOCIATION_MASK_WEIGHT,
-                "association_score_threshold": c.VIDEO.ASSOCIATION_SCORE_THRESHOLD,
-                "association_min_iou": c.VIDEO.ASSOCIATION_MIN_IOU,
-                "nonkey_scale": c.VIDEO.NONKEY_SCALE,
-                "max_tracks": c.VIDEO.MAX_TRACKS,
-                "track_score_threshold": c.VIDEO.TRACK_SCORE_THRESHOLD,
-                "reuse_global_features": c.VIDEO.REUSE_GLOBAL_FEATURES,
-            },
+            "tracker_settings": build_tracker_settings(cfg),
         }
 
     @property
@@ -249,136 +236,50 @@ class MobileInst(nn.Module):
         """``outputs`` with "pred_masks" = K . X_mask."""
         return dict(outputs, pred_masks=self.mask_logits(outputs["pred_kernels"], x_mask))
 
-    def _loss_on(self, outputs, x_mask, targets, suffix=""):
-        outputs = self._with_masks(outputs, x_mask)
-        return {k + suffix: v for k, v in self.criterion(outputs, targets).items()}
-
     def losses(self, batched_inputs: List[dict]) -> Dict[str, torch.Tensor]:
-        is_pair = not isinstance(batched_inputs[0]["image"], torch.Tensor)
-        if not is_pair:
-            images = self.preprocess([x["image"] for x in batched_inputs])
-            targets = self.prepare_targets([x["instances"] for x in batched_inputs], images.tensor.shape[-2:])
-            x6, x_mask = self.encode(images.tensor)
-            losses = self._image_losses(x6, x_mask, targets)
-            losses.update(self._pooled_class_loss(x_mask, targets))
-            return losses
-
-        b = len(batched_inputs)
-        frames = [x["image"][0] for x in batched_inputs] + [x["image"][1] for x in batched_inputs]
-        insts = [x["instances"][0] for x in batched_inputs] + [x["instances"][1] for x in batched_inputs]
+        """Images, or frame pairs (t, t+d) stacked as the frames t then t+d:
+        the networks' outputs and the targets go to the criterion."""
+        pairs = 0 if isinstance(batched_inputs[0]["image"], torch.Tensor) else len(batched_inputs)
+        if pairs:
+            frames = [x["image"][0] for x in batched_inputs] + [x["image"][1] for x in batched_inputs]
+            insts = [x["instances"][0] for x in batched_inputs] + [x["instances"][1] for x in batched_inputs]
+        else:
+            frames = [x["image"] for x in batched_inputs]
+            insts = [x["instances"] for x in batched_inputs]
         images = self.preprocess(frames)
         targets = self.prepare_targets(insts, images.tensor.shape[-2:])
         x6, x_mask = self.encode(images.tensor)
-        if not self.query_passing:
-            losses = self._image_losses(x6, x_mask, targets)
-        elif self.query_passing_mode == "paper":
-            losses = self._query_passing_losses(x6, x_mask, targets, b)
-        else:
-            losses = self._matched_query_passing_losses(x6, x_mask, targets, b)
-        losses.update(self._pooled_class_loss(x_mask, targets))
-        return losses
+        outputs = self.training_outputs(x6, x_mask, pairs if self.query_passing else 0)
+        return self.criterion(outputs, targets, self.instance_decoder.pooled_class_head)
 
-    def _query_passing_losses(self, x6, x_mask, targets, b):
-        """Temporal query passing as in the paper (VIDEO.QUERY_PASSING_MODE "paper")
-        on the frames t ([:b]) and t+d ([b:]) of ``b`` pairs.
+    def training_outputs(self, x6: torch.Tensor, x_mask: torch.Tensor, pairs: int = 0) -> Dict[str, torch.Tensor]:
+        """The outputs the criterion supervises (:meth:`SetCriterion.forward`):
+        the instance predictions with their masks, the global stage's
+        ("global_outputs", DECODER.DEEP_SUPERVISION) and X_mask ("mask_features").
 
-        Frame t+d runs the whole model and is supervised as an image (all
-        losses, its own matching M^{t+d}). Frame t's global-stage queries Q_G^t
-        go through frame t+d's local stage (on its X_L) and, with frame t+d's
-        X_mask, give masks that are supervised under the same assignment
-        M^{t+d} by L_mask alone ("_qp": dice and pixel BCE; no class or
-        objectness loss, no matching of their own). With SUPERVISE_KEY_FRAME,
-        frame t is supervised as an image too (matched with frame t+d in one
-        batch, each image on its own).
+        ``pairs`` > 0: temporal query passing as in the paper on the frames t
+        ([:pairs]) and t+d ([pairs:]) of that many pairs. Frame t+d runs the
+        whole model and is supervised as an image (all losses, its own matching
+        M^{t+d}). Frame t's global-stage queries Q_G^t go through frame t+d's
+        local stage (on its X_L) and, with frame t+d's X_mask, give masks
+        ("passed_outputs") that the criterion supervises under the same
+        assignment M^{t+d} by L_mask alone. With SUPERVISE_KEY_FRAME, frame t
+        is supervised as an image too (matched with frame t+d in one batch,
+        each image on its own).
         """
         dec = self.instance_decoder
         size = x6.shape[-2:]
         q_global = dec.forward_global(x6)
-        own = slice(0, 2 * b) if self.supervise_key_frame else slice(b, 2 * b)
-        out = self._with_masks(dec.forward_local(q_global[own], x_mask[own], size), x_mask[own])
-        losses, indices = self.criterion(out, targets[own], return_indices=True)
-        if self.deep_supervision:
-            losses.update(self._loss_on(dec.predict_heads(q_global[own]), x_mask[own], targets[own], "_global"))
-        passed = self._with_masks(dec.forward_local(q_global[:b], x_mask[b:], size), x_mask[b:])
-        passed_losses = self.criterion(passed, targets[b:], indices[-b:], mask_only=True)
-        losses.update({k + "_qp": v for k, v in passed_losses.items()})
-        return losses
-
-    def _matched_query_passing_losses(self, x6, x_mask, targets, b):
-        """VIDEO.QUERY_PASSING_MODE "matched": frame t's Q_G^t through frame t+d's
-        local stage, matched on their own and supervised by all losses ("_qp");
-        frame t+d's own prediction is not computed. With SUPERVISE_KEY_FRAME,
-        frame t is supervised as an image."""
-        dec = self.instance_decoder
-        q_global = dec.forward_global(x6[:b])
-        size = x6.shape[-2:]
-        losses = self._loss_on(dec.forward_local(q_global, x_mask[b:], size), x_mask[b:], targets[b:], "_qp")
-        if self.supervise_key_frame:
-            losses.update(self._loss_on(dec.forward_local(q_global, x_mask[:b], size), x_mask[:b], targets[:b]))
-            if self.deep_supervision:
-                losses.update(self._loss_on(dec.predict_heads(q_global), x_mask[:b], targets[:b], "_global"))
-        return losses
-
-    def _pooled_class_loss(self, x_mask, targets):
-        """DECODER.POOLED_CLASS_HEAD: cross-entropy of the pooled class head on
-        X_mask features averaged inside each ground-truth mask. Trains the
-        class features without the duplicates and label noise of matching."""
-        dec = self.instance_decoder
-        if not getattr(dec, "pooled_class_head", False) or self.pooled_class_weight <= 0:
-            return {}
-        feats = dec.class_feature_map(x_mask)  # once, for the pooled and the dense loss
-        covers = self._mask_covers(targets, feats.shape[-2:], feats.dtype)  # likewise the masks on its grid
-        logits, labels = [], []
-        for i, (t, cover) in enumerate(zip(targets, covers)):
-            if cover is None:
-                continue
-            logits.append(dec.pool_class_logits(feats[i: i + 1], cover[None])[0])
-            labels.append(t["labels"])
-        if not logits:  # keep the head in the graph (DDP) with a zero loss
-            zero = sum(p.sum() for p in dec.pooled_cls.parameters()) * 0.0 + feats.sum() * 0.0
-            return {"loss_pooled_cls": zero, **({"loss_dense_cls": zero} if self.dense_class_weight > 0 else {})}
-        loss = F.cross_entropy(torch.cat(logits), torch.cat(labels))
-        losses = {"loss_pooled_cls": loss * self.pooled_class_weight}
-        if self.dense_class_weight > 0:
-            losses["loss_dense_cls"] = self._dense_class_loss(feats, targets, covers) * self.dense_class_weight
-        return losses
-
-    @staticmethod
-    def _mask_covers(targets, size, dtype):
-        """Per target, its GT masks area-pooled to a grid of ``size`` ((M, h, w):
-        the share of each cell a mask covers), or None for an image without objects."""
-        return [F.adaptive_avg_pool2d(t["masks"][None].to(dtype), tuple(size))[0] if len(t["labels"]) else None
-                for t in targets]
-
-    def _dense_class_loss(self, feats, targets, covers=None):
-        """LOSS.DENSE_CLASS_WEIGHT: per-position cross-entropy of the pooled class
-        head's MLP on its feature map ``feats``; a position's label is that of the
-        ground-truth mask covering more than half of it, positions no mask covers
-        that much are ignored. ``covers``: :meth:`_mask_covers` on the grid of
-        ``feats``, when the caller has them already."""
-        dec = self.instance_decoder
-        logits = dec.dense_class_logits(feats)  # B, C, h, w
-        h, w = logits.shape[-2:]
-        if covers is None:
-            covers = self._mask_covers(targets, (h, w), logits.dtype)
-        labels = torch.full((logits.shape[0], h, w), -100, dtype=torch.int64, device=logits.device)
-        for i, (t, cover) in enumerate(zip(targets, covers)):
-            if cover is None:
-                continue
-            best, idx = cover.max(0)
-            labels[i] = torch.where(best > 0.5, t["labels"][idx], labels[i])
-        if not (labels >= 0).any():
-            return logits.sum() * 0.0
-        return F.cross_entropy(logits, labels, ignore_index=-100)
-
-    def _image_losses(self, x6, x_mask, targets):
-        dec = self.instance_decoder
-        q_global = dec.forward_global(x6)
-        losses = self._loss_on(dec.forward_local(q_global, x_mask, x6.shape[-2:]), x_mask, targets)
+        own = slice(pairs if pairs and not self.supervise_key_frame else 0, None)
+        outputs = self._with_masks(dec.forward_local(q_global[own], x_mask[own], size), x_mask[own])
         if self.deep_supervision:
             # the global stage's queries through the shared heads, matched on their own
-            losses.update(self._loss_on(dec.predict_heads(q_global), x_mask, targets, "_global"))
-        return losses
+            outputs["global_outputs"] = self._with_masks(dec.predict_heads(q_global[own]), x_mask[own])
+        if pairs:
+            passed = dec.forward_local(q_global[:pairs], x_mask[pairs:], size)
+            outputs["passed_outputs"] = self._with_masks(passed, x_mask[pairs:])
+        outputs["mask_features"] = x_mask
+        return outputs
 
     # ------------------------------------------------------------- inference
     def inference(self, batched_inputs: List[dict]) -> List[dict]:

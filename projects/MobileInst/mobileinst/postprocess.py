@@ -5,13 +5,16 @@
     keep score > CLS_THRESHOLD
     score *= mean mask probability inside the mask (prob > MASK_THRESHOLD)
     keep the top MAX_DETECTIONS; resize masks to the original image size
+
+INFERENCE.MULTI_CLASS ranks (query, class) pairs instead, with
+:func:`rank_detections`, the ranking of the exported image graph too.
 """
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from detectron2.structures import Boxes, Instances
-from mobileinst_runtime.masks import paste_masks, scaled_size
+from mobileinst_core.masks import paste_masks, scaled_size
 
 
 def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
@@ -85,9 +88,53 @@ def decay_duplicates(scores, labels, mask_prob, mask_threshold: float, sigma: fl
     return matrix_nms(binary, labels, scores, sigma).sort(descending=True)
 
 
+def rank_detections(logits: torch.Tensor, objectness: torch.Tensor, mask_prob: torch.Tensor, mask_threshold: float,
+                    max_detections: int, multi_class: bool = False, nms_sigma: float = 0.0,
+                    score_threshold: Optional[float] = None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The top ``max_detections`` candidates of one image by score, descending:
+    (scores (K,), queries (K,), classes (K,)).
+
+    The ranking of the exported image graph (:class:`mobileinst.export.ImageModel`)
+    and, for INFERENCE.MULTI_CLASS, of :func:`postprocess_instances`. Traceable
+    for export: one top-k, no loop over queries.
+
+    Args:
+        logits, objectness: (N, C) class and (N,) objectness logits.
+        mask_prob: (N, h, w) mask probabilities.
+        multi_class: the candidates are all (query, class) pairs, scored
+            :func:`class_scores` (Mask2Former's rule; a query may come with
+            several classes); otherwise each query with its top class,
+            :func:`score_queries`. Scores are rescored by the masks
+            (:func:`rescore_by_masks`).
+        nms_sigma: > 0: the scores of same-class duplicates decay by
+            :func:`matrix_nms` (INFERENCE.NMS_SIGMA), then re-sorted.
+        score_threshold: drop the candidates scored at or below it before the
+            decay (which they could not change: a candidate decays only by those
+            scored above it); None keeps all K (the exported graph's output).
+    """
+    if multi_class:
+        pair_scores = class_scores(logits, objectness)
+        pair_scores = rescore_by_masks(pair_scores.t(), mask_prob, mask_threshold).t()  # (N, C)
+        num_classes = pair_scores.shape[1]
+        scores, flat = pair_scores.flatten().topk(min(max_detections, pair_scores.numel()))
+        queries, classes = flat // num_classes, flat % num_classes
+    else:
+        scores, classes = score_queries(logits, objectness)
+        scores = rescore_by_masks(scores, mask_prob, mask_threshold)
+        scores, queries = scores.topk(min(max_detections, scores.shape[0]))
+        classes = classes[queries]
+    if score_threshold is not None:
+        keep = scores > score_threshold
+        scores, queries, classes = scores[keep], queries[keep], classes[keep]
+    if nms_sigma > 0:
+        scores, order = decay_duplicates(scores, classes, mask_prob[queries], mask_threshold, nms_sigma)
+        queries, classes = queries[order], classes[order]
+    return scores, queries, classes
+
+
 def _binarize_resized_cpu(mask_prob: torch.Tensor, padded_size, image_size, output_size, threshold):
     """CPU fast path of ``resize_masks(...) > threshold`` plus the masks' boxes
-    (:func:`mobileinst_runtime.masks.paste_masks`, shared with the ONNX runtime)."""
+    (:func:`mobileinst_core.masks.paste_masks`, shared with the ONNX runtime)."""
     masks, cols, rows = paste_masks(mask_prob.float().numpy(), padded_size, image_size, output_size, threshold)
     return torch.from_numpy(masks), _boxes_from_projections(torch.from_numpy(cols), torch.from_numpy(rows))
 
@@ -113,7 +160,7 @@ def binarize_masks(mask_prob: torch.Tensor, padded_size, image_size, output_size
 
 
 def postprocess_instances(logits, objectness, mask_logits, padded_size, image_size, output_size,
-                          cls_threshold=0.005, mask_threshold=0.45, max_detections=100,
+                          cls_threshold: float, mask_threshold: float, max_detections: int,
                           multi_class: bool = False, nms_sigma: float = 0.0) -> Instances:
     """One image: (N, C), (N,), (N, h, w) -> detectron2 Instances at ``output_size``.
 
@@ -124,17 +171,10 @@ def postprocess_instances(logits, objectness, mask_logits, padded_size, image_si
     """
     mask_prob = mask_logits.sigmoid()
     if multi_class:
-        all_scores = class_scores(logits, objectness)
-        all_scores = rescore_by_masks(all_scores.t(), mask_prob, mask_threshold).t()  # (N, C)
-        num_classes = all_scores.shape[1]
-        scores, flat = all_scores.flatten().topk(min(max_detections, all_scores.numel()))
-        keep = scores > cls_threshold
-        scores, flat = scores[keep], flat[keep]
-        queries, labels = flat // num_classes, flat % num_classes
-        if nms_sigma > 0:
-            scores, order = decay_duplicates(scores, labels, mask_prob[queries], mask_threshold, nms_sigma)
-            keep = scores > cls_threshold
-            scores, queries, labels = scores[keep], queries[order[keep]], labels[order[keep]]
+        scores, queries, labels = rank_detections(logits, objectness, mask_prob, mask_threshold, max_detections,
+                                                  True, nms_sigma, cls_threshold)
+        keep = scores > cls_threshold  # after the decay of duplicates
+        scores, queries, labels = scores[keep], queries[keep], labels[keep]
         unique, inverse = torch.unique(queries, return_inverse=True)
         mask_prob, index = mask_prob[unique], inverse
     else:

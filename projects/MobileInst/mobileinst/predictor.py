@@ -15,7 +15,7 @@ from detectron2.data import transforms as T
 from detectron2.engine import DefaultPredictor
 from detectron2.modeling import build_model
 
-from mobileinst_runtime.frames import check_frame
+from mobileinst_core.frames import check_frame
 
 from .data import check_num_classes
 from .utils.checkpoint import load_weights

@@ -1,24 +1,23 @@
 # Copyright (c) MobileInst authors. Licensed under the Apache License 2.0.
-"""MobileInst on-device runtime: onnxruntime, numpy, scipy and OpenCV only.
+"""MobileInst on-device runtime: the exported graphs on ONNX Runtime.
 
-No torch and no detectron2: copy this package and the exported graphs
-(``tools/export.py``) to a device and run
+A leaf: onnxruntime and the numpy core (``mobileinst_core``: numpy, scipy,
+OpenCV); no torch and no detectron2. Copy ``mobileinst_core``, this package and
+the exported graphs (``tools/export.py``) to a device and run
 
     python -m mobileinst_runtime --model-dir exported/ --input clip.mp4 --output out/
 
 It runs the keyframe / non-keyframe graphs with kernel reuse every T frames
-and kernel association between keyframes, and writes the same annotated
-video and YouTube-VIS json as ``demo.py``.
+and kernel association between keyframes (the online tracker of
+``mobileinst_core.tracker``, shared with the PyTorch path), and writes the
+same annotated video and YouTube-VIS json as ``demo.py``.
 """
-from .tracking import TrackBook, associate, cosine_cost  # noqa: F401
-from .visualize import draw_tracks, masks_to_boxes, to_ytvis_json  # noqa: F401
 
-__all__ = ["TrackBook", "associate", "cosine_cost", "draw_tracks", "masks_to_boxes", "to_ytvis_json",
-           "OrtVideoSegmenter", "OrtImageSegmenter"]
+__all__ = ["OrtVideoSegmenter", "OrtImageSegmenter"]
 
 
-def __getattr__(name):  # lazy: onnxruntime is only needed for the segmenters
-    if name in ("OrtVideoSegmenter", "OrtImageSegmenter"):
+def __getattr__(name):  # lazy: importing the package does not load onnxruntime
+    if name in __all__:
         from . import ort_model
 
         return getattr(ort_model, name)

@@ -2,9 +2,10 @@
 """python -m mobileinst_runtime --model-dir DIR --input VIDEO|FOLDER|CAMERA --output OUT"""
 import argparse
 
-from .frames import check_source, iter_frames, video_fps
+from mobileinst_core.frames import check_source, iter_frames, video_fps
+from mobileinst_core.writer import write_tracks
+
 from .ort_model import OrtVideoSegmenter
-from .writer import write_tracks
 
 
 def run(model_dir, source, output_dir, threads=0, reuse_interval=None, association=None, int8=False,
@@ -27,7 +28,7 @@ def run(model_dir, source, output_dir, threads=0, reuse_interval=None, associati
         return out["masks"], out["track_ids"], out["classes"], out["scores"]
 
     return write_tracks(frames, step, seg.ytvis_result, output_dir, fps or video_fps(source), seg.class_names,
-                        score_threshold, video_id, seg.meta.get("category_ids"))
+                        score_threshold, video_id, seg.meta.category_ids)
 
 
 def main(argv=None):

@@ -2,8 +2,8 @@
 """Where a training step's time goes: data, forward, loss, backward, optimizer.
 
 ``forward`` is the network (backbone, mask decoder, instance decoder, mask
-logits, the pooled class head's losses); ``loss`` the criterion (matching and
-the focal, dice, BCE and objectness losses), timed by hooks on
+logits); ``loss`` the criterion (matching, the focal, dice, BCE and objectness
+losses, the pooled class head's losses), timed by hooks on
 ``model.criterion`` around each of its calls. Used by
 ``tools/benchmark.py --train``.
 """

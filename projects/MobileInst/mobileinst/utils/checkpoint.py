@@ -66,7 +66,14 @@ _PREFIXES = ("module.", "backbone.")
 _HEAD_PREFIXES = ("head.", "classifier.", "fc.", "fc1000.", "norm_head.", "linear.")
 # Parameters whose first dimension is the number of classes: a checkpoint
 # trained on another class set (COCO -> YouTube-VIS) skips them.
-CLASS_HEAD_PREFIXES = ("instance_decoder.cls_head.", "instance_decoder.pooled_cls.")
+CLASS_HEAD_PREFIXES = ("instance_decoder.cls_head.", "instance_decoder.pooled_class_head.pooled_cls.")
+# Parameter names of older checkpoints -> their names now: the pooled class
+# head's layers were attributes of the instance decoder before it became a
+# module of its own (mobileinst.class_head.PooledClassHead).
+LEGACY_PREFIXES = (
+    ("instance_decoder.class_features.", "instance_decoder.pooled_class_head.class_features."),
+    ("instance_decoder.pooled_cls.", "instance_decoder.pooled_class_head.pooled_cls."),
+)
 # How many keys an error message names.
 _SHOW = 10
 
@@ -225,6 +232,16 @@ def _is_class_head(key, ckpt_shape, model_shape) -> bool:
             and ckpt_shape[1:] == model_shape[1:])
 
 
+def rename_legacy_keys(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """``state_dict`` with the keys of older checkpoints renamed (:data:`LEGACY_PREFIXES`)."""
+    def rename(key):
+        for old, new in LEGACY_PREFIXES:
+            if key.startswith(old):
+                return new + key[len(old):]
+        return key
+    return {rename(k): v for k, v in state_dict.items()}
+
+
 def _ignorable_missing(key: str) -> bool:
     # BatchNorm counters (absent in older checkpoints); input normalisation comes from the config.
     return key.endswith("num_batches_tracked") or key in ("pixel_mean", "pixel_std")
@@ -288,7 +305,7 @@ class MobileInstCheckpointer(DetectionCheckpointer):
     partial loads are meant and are logged with what they skipped:
 
     * the class head (``instance_decoder.cls_head``, the last layer of
-      ``instance_decoder.pooled_cls``) of a model trained with another number
+      ``instance_decoder.pooled_class_head.pooled_cls``) of a model trained with another number
       of classes, e.g. a COCO model as the start of a YouTube-VIS model;
     * backbone-only weights (an ImageNet TopFormer / SeaFormer / MobileNetV2 state dict,
       bare or under ``backbone.``, its classification head dropped): the
@@ -373,6 +390,7 @@ class MobileInstCheckpointer(DetectionCheckpointer):
             sd = align_and_update_state_dicts(self.model.state_dict(), sd,
                                               c2_conversion=checkpoint.get("__author__", None) == "Caffe2")
         _strip_prefix_if_present(sd, "module.")
+        sd = rename_legacy_keys(sd)
         if not self.strict:
             checkpoint["model"] = sd
             return super()._load_model(checkpoint)

@@ -11,7 +11,7 @@ from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
-from mobileinst_runtime.frames import check_frame, iter_frames, video_fps  # noqa: F401  (re-exported)
+from mobileinst_core.frames import check_frame, iter_frames, video_fps  # noqa: F401  (re-exported)
 
 from ..predictor import check_predictor_config
 from ..utils.checkpoint import load_weights
@@ -54,7 +54,7 @@ class StreamingPredictor:
         check_frame(frame_bgr, f"Frame {index}")
         h, w = frame_bgr.shape[:2]
         if self.tracker is None:
-            self.tracker = VideoTracker.from_model(self.model, output_size=(h, w), keep_results=self.keep_results)
+            self.tracker = VideoTracker(self.cfg, self.model, output_size=(h, w), keep_results=self.keep_results)
         elif (h, w) != tuple(self.tracker.output_size):
             raise ValueError(
                 f"Frame {self.tracker.frame_index} is {w}x{h} (WxH) but the stream is "

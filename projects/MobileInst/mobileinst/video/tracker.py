@@ -1,103 +1,101 @@
 # Copyright (c) MobileInst authors. Licensed under the Apache License 2.0.
-"""Online video instance segmentation: kernel reuse + kernel association.
+"""Online video instance segmentation with the PyTorch model: the online tracker
+of :mod:`mobileinst_core.tracker` (kernel reuse every T frames, kernel
+association between keyframes, track bookkeeping; shared with the ONNX
+runtime) driven by the model.
 
-Frames arrive one at a time. Every T-th frame (T = REUSE_INTERVAL) is a
-keyframe: the whole model runs and gives kernels K_t, class scores and
-objectness. On the T-1 frames after it only the backbone and the mask
-decoder run, and the keyframe's kernels are reused:
-``M_{t+i} = K_t . X_mask^{t+i}``. Beyond the paper, ``nonkey_scale`` < 1 runs
-those frames at a smaller size (the kernels are 1x1 dynamic convs, so they
-apply at any scale) and pastes their masks at the full size.
-
-Track identity = query slot. At each keyframe the new kernels are matched to
-the previous keyframe's by cosine similarity with a one-to-one (Hungarian)
-assignment and permuted into the slots they continue (kernel association);
-without association slot i is simply query i. Class scores are averaged over
-keyframes per slot (MinVIS).
-
-State is O(N x (D + C)): the memory of a stream does not grow with its length,
-unless ``keep_results`` asks the tracker to keep the per-frame RLEs of the
-YouTube-VIS output (those grow with the video, as the output itself does).
+* a keyframe runs the whole model: X6, X_mask, the dual instance decoder ->
+  kernels K, scores, class scores;
+* every frame gets the masks of the tracked kernels: on the keyframe from its
+  own X_mask, on the T-1 frames after it from their X_mask (only the backbone
+  and the mask decoder run, ``M_{t+i} = K_t . X_mask^{t+i}``). Beyond the paper,
+  ``nonkey_scale`` < 1 runs those frames at a smaller size (the kernels are 1x1
+  dynamic convs, so they apply at any scale) and pastes their masks at the full
+  size; ``reuse_global_features`` also reuses the keyframe's X6.
 """
-
 import cv2
 import numpy as np
 import torch
+from detectron2.config import configurable
 from detectron2.structures import Boxes, Instances
-from mobileinst_runtime.tracking import TrackBook
+from mobileinst_core.sizes import nonkey_size
+from mobileinst_core.tracker import Keyframe, OnlineTracker, TrackerSettings
 
-from ..export import nonkey_size
+from ..config import build_tracker_settings
 from ..postprocess import binarize_masks
-from .association import associate
 
 
-class VideoTracker:
-    def __init__(self, model, reuse_interval: int = 3, association: bool = True, max_tracks: int = 10,
-                 track_score_threshold: float = 0.05, output_size=None, keep_results: bool = True,
-                 reuse_global_features: bool = False, association_mask_weight: float = 0.0,
-                 association_score_threshold: float = 0.2, association_min_iou: float = 0.1,
-                 nonkey_scale: float = 1.0):
+class VideoTracker(OnlineTracker):
+    @configurable
+    def __init__(self, model, *, settings: TrackerSettings, output_size=None, keep_results: bool = True):
         """
         Args:
             model: a :class:`mobileinst.MobileInst` in eval mode.
-            reuse_interval: T; 1 runs the instance decoder on every frame.
-            association: match keyframe kernels to the previous keyframe's.
-            max_tracks: (slot, class) pairs kept in :meth:`ytvis_result`.
-            track_score_threshold: slots whose keyframe score is below this
-                produce no mask on that keyframe's frames.
+            settings: the video settings (:func:`mobileinst.config.build_tracker_settings`).
             output_size: (height, width) of the returned masks; default the
                 size of the input frames.
             keep_results: keep per-frame RLEs for :meth:`ytvis_result`.
-            reuse_global_features: non-keyframes also reuse the keyframe's X6.
-            association_mask_weight: > 0 matches confident tracks first, on
-                cosine + this weight x (1 - mask IoU) (0: the paper's cosine
-                only); see :func:`mobileinst_runtime.tracking.associate`.
-            association_score_threshold: keyframe score of a confident track.
-            association_min_iou: least mask IoU of a confident pair.
-            nonkey_scale: non-keyframes run the backbone and mask decoder on the
-                frame resized by this factor (beyond the paper; 1 = full size).
-                The keyframe's kernels apply at any scale (1x1 dynamic convs),
-                and the masks are pasted at the full frame size.
+
+        ``VideoTracker(cfg, model, ...)`` builds the settings from the config;
+        :meth:`from_model` takes the model's (from the config it was built from).
         """
-        if int(reuse_interval) < 1:
-            raise ValueError(f"REUSE_INTERVAL must be >= 1, got {reuse_interval}")
-        if not 0.0 < float(nonkey_scale) <= 1.0:
-            raise ValueError(f"NONKEY_SCALE must be in (0, 1], got {nonkey_scale}")
-        self.nonkey_scale = float(nonkey_scale)
         self.model = model
-        self.reuse_interval = int(reuse_interval)
-        self.association = association
-        self.max_tracks = max_tracks
-        self.track_score_threshold = track_score_threshold
+        self.nonkey_scale = float(settings.nonkey_scale)
+        self.reuse_global_features = bool(settings.reuse_global_features)
         self.output_size = output_size if output_size and None not in output_size else None
-        self.keep_results = keep_results
-        self.reuse_global_features = reuse_global_features
-        self.association_kwargs = {
-            "mask_weight": float(association_mask_weight),
-            "score_threshold": float(association_score_threshold),
-            "min_iou": float(association_min_iou),
-            "mask_threshold": float(model.mask_threshold),
-        }
-        self.reset()
+        super().__init__(settings, self._run_keyframe, self._frame_masks, keep_results)
 
     @classmethod
-    def from_model(cls, model, **overrides):
-        cfg = dict(model.video_cfg)
-        cfg.update(overrides)
-        return cls(model, **cfg)
+    def from_config(cls, cfg, model, output_size=None, keep_results: bool = True):
+        return {"model": model, "settings": build_tracker_settings(cfg), "output_size": output_size,
+                "keep_results": keep_results}
+
+    @classmethod
+    def from_model(cls, model, output_size=None, keep_results: bool = True, **overrides):
+        """The tracker of ``model``'s settings (``model.tracker_settings``, from its
+        config), with ``overrides`` of :class:`~mobileinst_core.tracker.TrackerSettings` fields."""
+        if getattr(model, "tracker_settings", None) is None:
+            raise ValueError("The model has no tracker_settings; use VideoTracker(cfg, model)")
+        return cls(model, settings=model.tracker_settings.replace(**overrides), output_size=output_size,
+                   keep_results=keep_results)
 
     def reset(self):
-        self.frame_index = 0
-        self.input_size = None
-        self.kernels = None  # K of the last keyframe, in slot order
-        self.x6 = None  # X6 of the last keyframe
-        self.frame_scores = None  # (N,) scores of the last keyframe, slot order
-        self.class_scores = None  # (N, C) class scores averaged over keyframes
-        self.book = TrackBook(self.max_tracks, self.keep_results)
+        super().reset()
+        self.x6 = None  # X6 of the last keyframe (reuse_global_features)
 
     @property
-    def results(self):
-        return self.book.results
+    def kernels(self):
+        """K of the last keyframe in slot order, (N, D), on the model's device."""
+        return None if self.slot_kernels is None else torch.from_numpy(self.slot_kernels).to(self.model.device)
+
+    # ------------------------------------------------------------ the two callables
+    def _run_keyframe(self, frame: torch.Tensor) -> Keyframe:
+        model = self.model
+        images = model.preprocess([frame])
+        x6, x_mask = model.encode(images.tensor, x6=None)
+        out = model.instance_decoder(x6, x_mask)
+        scores, _, per_class = model.keyframe_scores(out, x_mask)
+        self.x6 = x6 if self.reuse_global_features else None
+        return Keyframe(_np(out["pred_kernels"][0]), _np(scores), _np(per_class), _np(x_mask[0]),
+                        context=(images, x_mask))
+
+    def _frame_masks(self, frame: torch.Tensor, kernels: np.ndarray, keyframe):
+        model = self.model
+        if keyframe is not None:
+            images, x_mask = keyframe
+        else:
+            if self.nonkey_scale != 1.0:
+                frame = rescale_frame(frame, self.nonkey_scale)
+            images = model.preprocess([frame])
+            _, x_mask = model.encode(images.tensor, x6=self.x6 if self.reuse_global_features else None)
+        out_size = tuple(int(s) for s in (self.output_size or self.frame_size))
+        if not len(kernels):
+            return np.zeros((0,) + out_size, dtype=bool), torch.zeros((0, 4))
+        k = torch.from_numpy(kernels).to(device=x_mask.device, dtype=x_mask.dtype)
+        mask_logits = model.mask_logits(k[None], x_mask)[0]
+        masks, boxes = binarize_masks(mask_logits.sigmoid(), images.tensor.shape[-2:], images.image_sizes[0],
+                                      out_size, self.settings.mask_threshold)
+        return masks.cpu().numpy(), boxes.cpu()  # one device for every field, whatever the model's
 
     # ----------------------------------------------------------------------
     @torch.no_grad()
@@ -110,68 +108,18 @@ class VideoTracker:
         class scores) and ``track_ids`` (the slot), all on the CPU whatever
         the model's device.
         """
-        model = self.model
-        size = tuple(frame.shape[-2:])
-        if self.input_size is None:
-            self.input_size = size
-        elif size != self.input_size:
-            raise ValueError(
-                f"Frame {self.frame_index} has size {size[1]}x{size[0]} (WxH) but the stream started at "
-                f"{self.input_size[1]}x{self.input_size[0]}; start a new stream (reset()) for a new size"
-            )
-        keyframe = self.frame_index % self.reuse_interval == 0
-        if not keyframe and self.nonkey_scale != 1.0:
-            frame = rescale_frame(frame, self.nonkey_scale)
-        images = model.preprocess([frame])
-        reuse_x6 = self.x6 if (self.reuse_global_features and not keyframe) else None
-        x6, x_mask = model.encode(images.tensor, x6=reuse_x6)
-        if keyframe:
-            self._keyframe(x6, x_mask)
-            self.x6 = x6 if self.reuse_global_features else None
-        out_size = self.output_size or size
-        slots = torch.nonzero(self.frame_scores > self.track_score_threshold).flatten()
-        mask_logits = model.mask_logits(self.kernels[slots][None], x_mask)[0]
-        if slots.numel():
-            masks, boxes = binarize_masks(mask_logits.sigmoid(), images.tensor.shape[-2:], images.image_sizes[0],
-                                          out_size, model.mask_threshold)
-            masks, boxes = masks.cpu(), boxes.cpu()  # one device for every field, whatever the model's
-        else:
-            masks = torch.zeros((0,) + tuple(int(s) for s in out_size), dtype=torch.bool)
-            boxes = torch.zeros((0, 4))
-        inst = Instances(tuple(int(s) for s in out_size))
-        inst.pred_masks = masks
-        inst.pred_boxes = Boxes(boxes)
-        inst.scores = self.frame_scores[slots].cpu()
-        inst.pred_classes = self.class_scores[slots.cpu()].argmax(-1)
-        inst.track_ids = slots.cpu()
-        if self.keep_results:
-            self.book.add_frame(masks.numpy(), slots.tolist())
-        self.frame_index += 1
+        out = self.track(frame, frame.shape[-2:])
+        inst = Instances(tuple(int(s) for s in (self.output_size or self.frame_size)))
+        inst.pred_masks = torch.from_numpy(out.masks)
+        inst.pred_boxes = Boxes(out.boxes)
+        inst.scores = torch.from_numpy(out.scores)
+        inst.pred_classes = torch.from_numpy(out.classes)
+        inst.track_ids = torch.from_numpy(out.slots)
         return inst
 
-    def _keyframe(self, x6, x_mask):
-        out = self.model.instance_decoder(x6, x_mask)
-        kernels = out["pred_kernels"][0]
-        scores, _, per_class = self.model.keyframe_scores(out, x_mask)
-        if self.association and self.kernels is not None:
-            perm = associate(self.kernels, kernels, x_mask[0], self.frame_scores, scores,
-                             **self.association_kwargs)
-            kernels, scores, per_class = kernels[perm], scores[perm], per_class[perm]
-        self.kernels = kernels
-        self.frame_scores = scores
-        self.book.add_keyframe(per_class.float().cpu().numpy())
-        self.class_scores = torch.from_numpy(self.book.mean_class_scores())
 
-    # ----------------------------------------------------------------------
-    def ytvis_result(self, video_id=None) -> dict:
-        """The YouTube-VIS prediction of the frames seen so far.
-
-        Returns {"video_id", "tracks": [{"score", "category_id" (contiguous),
-        "track_id" (slot), "segmentations": [RLE or None per frame]}]}: the
-        top ``max_tracks`` (slot, class) pairs by class score averaged over
-        keyframes.
-        """
-        return self.book.ytvis_result(video_id)
+def _np(x: torch.Tensor) -> np.ndarray:
+    return x.detach().float().cpu().numpy()
 
 
 def rescale_frame(frame: torch.Tensor, scale: float) -> torch.Tensor:

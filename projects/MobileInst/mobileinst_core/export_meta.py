@@ -1,0 +1,174 @@
+# Copyright (c) MobileInst authors. Licensed under the Apache License 2.0.
+"""export_meta.json: what a runtime needs to know about the exported graphs.
+
+``tools/export.py`` builds an :class:`ExportMeta` from the config
+(``mobileinst.export.build_export_meta``) and writes it with
+:func:`write_export_meta`; the runtime reads it back with
+:func:`read_export_meta`. Every field is required: a missing or invalid field
+is an error naming the file and the field, never a default (the defaults live
+in ``mobileinst/config.py``, which the runtime cannot import).
+
+Layout (json)::
+
+    {"input_size": [H, W], "padded_size": [H', W'], "input_format": "RGB"|"BGR",
+     "pixel_mean": [3 floats], "pixel_std": [3 floats], "num_classes", "num_queries",
+     "class_names": [str] | null, "category_ids": [int] | null,
+     "mask_threshold", "cls_threshold",
+     "video": {TrackerSettings fields except mask_threshold,
+               "nonkey_input_size": [h, w], "nonkey_padded_size": [h', w']},
+     "weights": str}
+"""
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from numbers import Integral, Real
+from typing import List, Optional, Tuple
+
+from .files import atomic_write_json
+from .tracker import TrackerSettings
+
+META_FILE = "export_meta.json"
+
+
+@dataclass(frozen=True)
+class ExportMeta:
+    input_size: Tuple[int, int]  # the fixed input of the image and keyframe graphs
+    padded_size: Tuple[int, int]  # what the graphs pad it to; mask_probs cover this
+    input_format: str  # INPUT.FORMAT
+    pixel_mean: Tuple[float, ...]
+    pixel_std: Tuple[float, ...]
+    num_classes: int
+    num_queries: int  # N
+    class_names: Optional[List[str]]  # of DATASETS.TEST[0], if any
+    category_ids: Optional[List[int]]  # contiguous class index -> dataset category id, if known
+    cls_threshold: float  # INFERENCE.CLS_THRESHOLD
+    tracker: TrackerSettings  # the video settings (mask_threshold = INFERENCE.MASK_THRESHOLD)
+    nonkey_input_size: Tuple[int, int]  # input of nonkeyframe.onnx (VIDEO.NONKEY_SCALE)
+    nonkey_padded_size: Tuple[int, int]
+    weights: str  # MODEL.WEIGHTS
+
+    @property
+    def mask_threshold(self) -> float:
+        return self.tracker.mask_threshold
+
+    def to_json(self) -> dict:
+        video = dataclasses.asdict(self.tracker)
+        del video["mask_threshold"]
+        video.update(nonkey_input_size=list(self.nonkey_input_size), nonkey_padded_size=list(self.nonkey_padded_size))
+        return {
+            "input_size": list(self.input_size),
+            "padded_size": list(self.padded_size),
+            "input_format": self.input_format,
+            "pixel_mean": list(self.pixel_mean),
+            "pixel_std": list(self.pixel_std),
+            "num_classes": self.num_classes,
+            "num_queries": self.num_queries,
+            "class_names": None if self.class_names is None else list(self.class_names),
+            "category_ids": None if self.category_ids is None else list(self.category_ids),
+            "mask_threshold": self.mask_threshold,
+            "cls_threshold": self.cls_threshold,
+            "video": video,
+            "weights": self.weights,
+        }
+
+
+# ---------------------------------------------------------------------------- validation
+def _is_int(v):
+    return isinstance(v, Integral) and not isinstance(v, bool)
+
+
+def _is_real(v):
+    return isinstance(v, Real) and not isinstance(v, bool)
+
+
+def _size(v):
+    return isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_int(x) and x > 0 for x in v)
+
+
+def _triple(v):
+    return isinstance(v, (list, tuple)) and len(v) == 3 and all(_is_real(x) for x in v)
+
+
+def _optional_list(kind):
+    return lambda v: v is None or (isinstance(v, (list, tuple)) and all(kind(x) for x in v))
+
+
+# field -> (check, what it must be, convert)
+_TOP = {
+    "input_size": (_size, "[height, width] of positive ints", tuple),
+    "padded_size": (_size, "[height, width] of positive ints", tuple),
+    "input_format": (lambda v: v in ("RGB", "BGR"), '"RGB" or "BGR"', str),
+    "pixel_mean": (_triple, "3 numbers", lambda v: tuple(float(x) for x in v)),
+    "pixel_std": (_triple, "3 numbers", lambda v: tuple(float(x) for x in v)),
+    "num_classes": (lambda v: _is_int(v) and v > 0, "a positive int", int),
+    "num_queries": (lambda v: _is_int(v) and v > 0, "a positive int", int),
+    "class_names": (_optional_list(lambda x: isinstance(x, str)), "a list of str or null",
+                    lambda v: None if v is None else list(v)),
+    "category_ids": (_optional_list(_is_int), "a list of ints or null", lambda v: None if v is None else list(v)),
+    "mask_threshold": (lambda v: _is_real(v) and 0 <= v <= 1, "a number in [0, 1]", float),
+    "cls_threshold": (lambda v: _is_real(v) and 0 <= v <= 1, "a number in [0, 1]", float),
+    "video": (lambda v: isinstance(v, dict), "an object", dict),
+    "weights": (lambda v: isinstance(v, str), "a str", str),
+}
+_VIDEO = {
+    "reuse_interval": (lambda v: _is_int(v) and v >= 1, "an int >= 1", int),
+    "association": (lambda v: isinstance(v, bool), "true or false", bool),
+    "max_tracks": (lambda v: _is_int(v) and v >= 0, "an int >= 0", int),
+    "track_score_threshold": (_is_real, "a number", float),
+    "association_mask_weight": (lambda v: _is_real(v) and v >= 0, "a number >= 0", float),
+    "association_score_threshold": (_is_real, "a number", float),
+    "association_min_iou": (_is_real, "a number", float),
+    "nonkey_scale": (lambda v: _is_real(v) and 0 < v <= 1, "a number in (0, 1]", float),
+    "reuse_global_features": (lambda v: isinstance(v, bool), "true or false", bool),
+    "nonkey_input_size": (_size, "[height, width] of positive ints", tuple),
+    "nonkey_padded_size": (_size, "[height, width] of positive ints", tuple),
+}
+
+
+def _fields(data: dict, spec: dict, path: str, prefix: str = "") -> dict:
+    out = {}
+    for name, (check, expected, convert) in spec.items():
+        if name not in data:
+            raise ValueError(f"'{path}': field '{prefix}{name}' is missing (expected {expected}); "
+                             "re-export the model with tools/export.py")
+        value = data[name]
+        if not check(value):
+            raise ValueError(f"'{path}': field '{prefix}{name}' is {value!r}; expected {expected}")
+        out[name] = convert(value)
+    return out
+
+
+def parse_export_meta(data: dict, path: str = META_FILE) -> ExportMeta:
+    """The json object of export_meta.json -> :class:`ExportMeta`; raises ``ValueError``
+    naming ``path`` and the field that is missing or invalid."""
+    if not isinstance(data, dict):
+        raise ValueError(f"'{path}': expected a json object, got {type(data).__name__}")
+    top = _fields(data, _TOP, path)
+    video = _fields(top.pop("video"), _VIDEO, path, "video.")
+    nonkey_input_size, nonkey_padded_size = video.pop("nonkey_input_size"), video.pop("nonkey_padded_size")
+    tracker = TrackerSettings(mask_threshold=top.pop("mask_threshold"), **video)
+    return ExportMeta(tracker=tracker, nonkey_input_size=nonkey_input_size, nonkey_padded_size=nonkey_padded_size,
+                      **top)
+
+
+def write_export_meta(model_dir: str, meta: ExportMeta) -> str:
+    """Write ``meta`` to ``model_dir``/export_meta.json (checked as :func:`read_export_meta`
+    would, then written atomically). Returns the path."""
+    path = os.path.join(model_dir, META_FILE)
+    data = meta.to_json()
+    parse_export_meta(data, path)
+    return atomic_write_json(path, data, indent=2)
+
+
+def read_export_meta(model_dir: str) -> ExportMeta:
+    """Read ``model_dir``/export_meta.json (a ``tools/export.py`` output folder)."""
+    path = os.path.join(model_dir, META_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"'{path}' does not exist: '{model_dir}' is not a tools/export.py output folder")
+    with open(path) as f:
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"'{path}' is not valid json: {e}") from e
+    return parse_export_meta(data, path)

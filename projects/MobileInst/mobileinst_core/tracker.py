@@ -1,0 +1,171 @@
+# Copyright (c) MobileInst authors. Licensed under the Apache License 2.0.
+"""The online tracker: kernel reuse and kernel association, written once (numpy).
+
+Frames arrive one at a time. Every T-th frame (T = ``reuse_interval``,
+VIDEO.REUSE_INTERVAL; the paper's T = 3) is a keyframe: the whole model runs
+and gives the kernels K, the scores and the class scores of the N queries. On
+the T-1 frames after it only the backbone and the mask decoder run and the
+keyframe's kernels are reused on their X_mask (kernel reuse:
+``M_{t+i} = K_t . X_mask^{t+i}``).
+
+Track identity = query slot. At each keyframe the new kernels are matched to
+the previous keyframe's (:func:`mobileinst_core.association.associate`) and
+permuted into the slots they continue (kernel association); without
+association slot i is simply query i. Class scores are averaged over keyframes
+per slot (MinVIS, :class:`mobileinst_core.track_book.TrackBook`). A slot gives
+masks on a frame when its keyframe score passes ``track_score_threshold``.
+
+:class:`OnlineTracker` owns that loop and its state; a backend supplies two
+callables, so the PyTorch model (``mobileinst.video.VideoTracker``) and the
+exported graphs on ONNX Runtime (``mobileinst_runtime.OrtVideoSegmenter``) run
+the same loop:
+
+* ``run_keyframe(frame) -> Keyframe``: the whole model on a keyframe;
+* ``frame_masks(frame, kernels, context) -> (masks, boxes)``: the masks of the
+  tracked kernels (k, D) on a frame, bool (k, H, W) numpy; ``context`` is the
+  keyframe's own :attr:`Keyframe.context` on a keyframe, None on the others
+  (kernel reuse). ``boxes`` is the backend's (or None) and passed through.
+
+State is O(N x (D + C)): the memory of a stream does not grow with its length,
+unless ``keep_results`` keeps the per-frame RLEs of the YouTube-VIS output.
+"""
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .association import associate
+from .track_book import TrackBook
+
+
+@dataclass(frozen=True)
+class TrackerSettings:
+    """The video settings of the online tracker. Their defaults live in
+    ``mobileinst/config.py`` (MODEL.MOBILEINST.VIDEO and INFERENCE.MASK_THRESHOLD);
+    the export writes them into export_meta.json ("video"), which is how the
+    runtime, without detectron2, gets them (:mod:`mobileinst_core.export_meta`).
+    """
+
+    reuse_interval: int  # VIDEO.REUSE_INTERVAL, T
+    association: bool  # VIDEO.ASSOCIATION
+    max_tracks: int  # VIDEO.MAX_TRACKS: (slot, class) pairs of the YouTube-VIS result
+    track_score_threshold: float  # VIDEO.TRACK_SCORE_THRESHOLD
+    association_mask_weight: float  # VIDEO.ASSOCIATION_MASK_WEIGHT
+    association_score_threshold: float  # VIDEO.ASSOCIATION_SCORE_THRESHOLD
+    association_min_iou: float  # VIDEO.ASSOCIATION_MIN_IOU
+    mask_threshold: float  # INFERENCE.MASK_THRESHOLD (masks of the association's mask term)
+    # VIDEO.NONKEY_SCALE: non-keyframes run at this scale (the runtime's
+    # non-keyframe graph was exported at it)
+    nonkey_scale: float
+    # VIDEO.REUSE_GLOBAL_FEATURES: non-keyframes reuse the keyframe's X6 (PyTorch
+    # only: the exported non-keyframe graph computes X6 itself)
+    reuse_global_features: bool
+
+    def __post_init__(self):
+        if int(self.reuse_interval) < 1:
+            raise ValueError(f"REUSE_INTERVAL must be >= 1, got {self.reuse_interval}")
+        if not 0.0 < float(self.nonkey_scale) <= 1.0:
+            raise ValueError(f"NONKEY_SCALE must be in (0, 1], got {self.nonkey_scale}")
+
+    def replace(self, **changes) -> "TrackerSettings":
+        """A copy with ``changes`` (field name -> value)."""
+        return dataclasses.replace(self, **changes)
+
+
+class Keyframe(NamedTuple):
+    """What ``run_keyframe`` returns, in query order."""
+
+    kernels: np.ndarray  # (N, D) kernels K
+    scores: np.ndarray  # (N,) keyframe scores
+    class_scores: np.ndarray  # (N, C)
+    mask_features: np.ndarray  # (D, h, w) X_mask, for the association's mask term
+    context: Any = None  # the backend's own, handed to frame_masks on this frame
+
+
+class TrackedFrame(NamedTuple):
+    """One frame's output: the tracked slots whose keyframe score passes the threshold."""
+
+    masks: np.ndarray  # (k, H, W) bool
+    boxes: Any  # what frame_masks gave (the backend's boxes, or None)
+    slots: np.ndarray  # (k,) int64 track ids
+    scores: np.ndarray  # (k,) keyframe scores
+    classes: np.ndarray  # (k,) int64, argmax of the class scores averaged over keyframes
+
+
+class OnlineTracker:
+    """The keyframe / non-keyframe loop, kernel association and track bookkeeping.
+
+    The settings are plain attributes read at every frame (``reuse_interval``,
+    ``association``, ``track_score_threshold``, ``association_kwargs``), so a
+    caller may change them between streams.
+    """
+
+    def __init__(self, settings: TrackerSettings, run_keyframe: Callable[[Any], Keyframe],
+                 frame_masks: Callable[[Any, np.ndarray, Any], Tuple[np.ndarray, Any]], keep_results: bool = True):
+        self.settings = settings
+        self.reuse_interval = int(settings.reuse_interval)
+        self.association = bool(settings.association)
+        self.max_tracks = int(settings.max_tracks)
+        self.track_score_threshold = float(settings.track_score_threshold)
+        self.association_kwargs = {
+            "mask_weight": float(settings.association_mask_weight),
+            "score_threshold": float(settings.association_score_threshold),
+            "min_iou": float(settings.association_min_iou),
+            "mask_threshold": float(settings.mask_threshold),
+        }
+        self.keep_results = keep_results
+        self._run_keyframe = run_keyframe
+        self._frame_masks = frame_masks
+        self.reset()
+
+    def reset(self):
+        """Start a new stream."""
+        self.frame_index = 0
+        self.frame_size: Optional[Tuple[int, int]] = None
+        self.slot_kernels: Optional[np.ndarray] = None  # K of the last keyframe, in slot order
+        self.slot_scores: Optional[np.ndarray] = None  # (N,) scores of the last keyframe, slot order
+        self.book = TrackBook(self.max_tracks, self.keep_results)
+
+    @property
+    def results(self):
+        """Per frame {slot: RLE} (with ``keep_results``)."""
+        return self.book.results
+
+    def track(self, frame, size: Sequence[int]) -> TrackedFrame:
+        """Segment and track one frame of (height, width) ``size``."""
+        size = (int(size[0]), int(size[1]))
+        if self.frame_size is None:
+            self.frame_size = size
+        elif size != self.frame_size:
+            raise ValueError(
+                f"Frame {self.frame_index} has size {size[1]}x{size[0]} (WxH) but the stream started at "
+                f"{self.frame_size[1]}x{self.frame_size[0]}; start a new stream (reset()) for a new size"
+            )
+        context = None
+        if self.frame_index % self.reuse_interval == 0:
+            key = self._run_keyframe(frame)
+            kernels, scores, class_scores = key.kernels, key.scores, key.class_scores
+            if self.association and self.slot_kernels is not None:
+                perm = associate(self.slot_kernels, kernels, key.mask_features, self.slot_scores, scores,
+                                 **self.association_kwargs)
+                kernels, scores, class_scores = kernels[perm], scores[perm], class_scores[perm]
+            self.slot_kernels, self.slot_scores = kernels, scores
+            self.book.add_keyframe(class_scores)
+            context = key.context
+        slots = np.nonzero(self.slot_scores > self.track_score_threshold)[0]
+        masks, boxes = self._frame_masks(frame, self.slot_kernels[slots], context)
+        self.book.add_frame(masks, slots)
+        self.frame_index += 1
+        classes = self.book.mean_class_scores()[slots].argmax(-1) if len(slots) else np.zeros(0, np.int64)
+        return TrackedFrame(masks, boxes, slots, self.slot_scores[slots], classes)
+
+    def ytvis_result(self, video_id=None) -> dict:
+        """The YouTube-VIS prediction of the frames seen so far.
+
+        Returns {"video_id", "tracks": [{"score", "category_id" (contiguous),
+        "track_id" (slot), "segmentations": [RLE or None per frame]}]}: the
+        top ``max_tracks`` (slot, class) pairs by class score averaged over
+        keyframes.
+        """
+        return self.book.ytvis_result(video_id)
