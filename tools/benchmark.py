@@ -301,7 +301,7 @@ def _bench_training_steps(args):
         image = torch.as_tensor(np.random.RandomState(0).randint(0, 255, (3, side, side), dtype=np.uint8))
         model.eval()
         fwd = gflops(model, [{"image": image}] * cfg.SOLVER.IMS_PER_BATCH)
-        ddp = create_ddp_model(model, broadcast_buffers=False, device_ids=None)  # the model itself in 1 process
+        ddp = create_ddp_model(model, broadcast_buffers=False, device_ids=None, gradient_as_bucket_view=True)  # the model itself in 1 process
         runs.append({"variant": variant or "(config)", "cfg": cfg, "batch": cfg.SOLVER.IMS_PER_BATCH,
                      "gflop_per_iter": 2 * 3 * fwd, "profiler": StepProfiler(ddp, optimizer, loader), "steps": []})
     with EventStorage():

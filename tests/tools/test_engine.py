@@ -44,8 +44,8 @@ def test_clip_value_and_unknown_type():
 
 
 def test_optimizer_step_matches_detectron2s_clipped_adamw():
-    """The foreach optimizer makes the same update as detectron2's per-parameter
-    clipping around the single-tensor AdamW."""
+    """The fused AdamW with foreach clipping makes the same update as detectron2's
+    per-parameter clipping around the single-tensor AdamW."""
     cfg = small_cfg("SOLVER.CLIP_GRADIENTS.ENABLED", "True", "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "norm",
                     "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", "0.5")
     torch.manual_seed(0)
@@ -53,7 +53,7 @@ def test_optimizer_step_matches_detectron2s_clipped_adamw():
     twin = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 3))
     twin.load_state_dict(model.state_dict())
     ours = build_optimizer(cfg, model)
-    assert all(g["foreach"] for g in ours.param_groups)
+    assert all(g["fused"] for g in ours.param_groups)
     ref = maybe_add_gradient_clipping(cfg, torch.optim.AdamW)(
         [{"params": [p], "weight_decay": g["weight_decay"], "lr": g["lr"]}
          for g, p in ((g, p) for g in ours.param_groups for p in g["params"])],

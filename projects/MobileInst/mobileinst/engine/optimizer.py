@@ -1,12 +1,12 @@
 # Copyright (c) MobileInst authors. Licensed under the Apache License 2.0.
 """The optimizer: AdamW (or SGD) with parameter groups and gradient clipping,
-with the multi-tensor (``foreach``) kernels throughout.
+with multi-tensor (``foreach``) and fused kernels throughout.
 
 Detectron2's ``maybe_add_gradient_clipping`` clips parameter by parameter in
 a Python loop and PyTorch picks the single-tensor AdamW on a CPU; on the small
 synthetic model those loops were 7% of a training step. Here the per-parameter
-norms come from one ``torch._foreach_norm`` and the update from the foreach
-AdamW: the same arithmetic in a few calls.
+norms come from one ``torch._foreach_norm`` and the update from the fused
+AdamW (SGD: foreach): the same arithmetic in a few calls.
 
 ``SOLVER.CLIP_GRADIENTS.CLIP_TYPE``: "norm" clips each parameter's gradient
 to ``CLIP_VALUE`` (detectron2's meaning), "full_model" the norm of all
@@ -66,13 +66,13 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
         overrides={"query_feat": {"weight_decay": 0.0}, "query_pos": {"weight_decay": 0.0}},
     )
     name = s.OPTIMIZER.upper()
-    if name == "ADAMW":
-        optim_cls, kwargs = torch.optim.AdamW, {"amsgrad": s.AMSGRAD}
+    if name == "ADAMW":  # the fused kernel: one pass over each parameter (CPU and CUDA)
+        optim_cls, kwargs = torch.optim.AdamW, {"amsgrad": s.AMSGRAD, "fused": True}
     elif name == "SGD":
-        optim_cls, kwargs = torch.optim.SGD, {"momentum": s.MOMENTUM, "nesterov": s.NESTEROV}
+        optim_cls, kwargs = torch.optim.SGD, {"momentum": s.MOMENTUM, "nesterov": s.NESTEROV, "foreach": True}
     else:
         raise ValueError(f"SOLVER.OPTIMIZER={s.OPTIMIZER!r}: expected 'ADAMW' or 'SGD'")
     clip = s.CLIP_GRADIENTS
     if clip.ENABLED:
         optim_cls = _with_clipping(optim_cls, clip.CLIP_TYPE, float(clip.CLIP_VALUE), float(clip.NORM_TYPE))
-    return optim_cls(params, s.BASE_LR, foreach=True, **kwargs)
+    return optim_cls(params, s.BASE_LR, **kwargs)
