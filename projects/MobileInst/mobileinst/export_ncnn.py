@@ -271,6 +271,20 @@ def export_ncnn(model_dir: str, model: Optional[nn.Module] = None, graphs: Seque
     return report
 
 
+def convert_graph(ts_path: str, model_dir: str, name: str, inputs: Sequence[str], outputs: Sequence[str],
+                  shapes, dtypes: Sequence[str], shapes2=None) -> Dict[str, str]:
+    """Any TorchScript graph (e.g. a peer model for tools/benchmark_backends.py) whole to
+    ``{name}.ncnn.*`` in ``model_dir``, run by the ncnn backend without post-processing.
+    ``dtypes``: numpy dtype names of the inputs ("float32"; "uint8" is given to ncnn as float)."""
+    types = ["u8" if d == "uint8" else "f32" for d in dtypes]
+    with tempfile.TemporaryDirectory(prefix="ncnn_export_") as tmp:
+        res = convert_torchscript(ts_path, tmp, shapes, types, shapes2)
+        if res["unsupported"]:
+            raise RuntimeError(f"'{ts_path}' has layers ncnn cannot create: {res['unsupported']}")
+        spec = _spec(res, inputs, outputs, dtypes, shapes, whole=True)
+        return _install(res, spec, model_dir, name)
+
+
 # graph name -> (input names, output names, input dtypes) of the whole graphs (tools/export.py)
 _WHOLE_IO = {
     "image": (["image"], ["scores", "classes", "mask_probs"], ["uint8"]),
