@@ -165,7 +165,12 @@ def main(argv=None):
     backends = [b for b in args.backends if get_backend(b).available()]
     skipped = sorted(set(args.backends) - set(backends))
     sizes = [parse_size(s) for s in args.sizes]
-    cfg = load_mobileinst_config(args.config_file, args.opts, device="cpu")
+    from mobileinst.utils.pretrained import backbone_weights_key
+
+    # random weights: neither trained weights nor the backbone's ImageNet file (as tools/benchmark.py)
+    cfg = load_mobileinst_config(args.config_file, ["MODEL.WEIGHTS", ""] + list(args.opts), device="cpu",
+                                 freeze=False)
+    cfg.merge_from_list([backbone_weights_key(cfg), ""])
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     rows = []  # (model, backend, precision, size, graph)
