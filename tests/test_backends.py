@@ -55,12 +55,18 @@ def _distinct(scores, eps=1e-5):
     return gaps > eps
 
 
-def test_ncnn_export_converts_mask_head_whole_and_splits_the_rest(ncnn_exported):
+def test_ncnn_export_splits_what_ncnn_cannot_run(ncnn_exported, tmp_path):
+    """image / keyframe / nonkeyframe do not convert whole (the ranking, Matrix NMS, the
+    uint8 cast, the batch index); mask_head does, and runs, but is rebuilt with a MatMul
+    when the model is given."""
+    import shutil
+
+    from mobileinst.export_ncnn import export_ncnn
+    from mobileinst_runtime.backends import open_graph
+
     _, out, report = ncnn_exported
-    assert report["mask_head"]["converted_whole"] and report["mask_head"]["blocked_by"] == []
-    for name in ("image", "keyframe", "nonkeyframe"):
-        assert not report[name]["converted_whole"]
-    # what blocks the whole graphs: the ranking (top-k, sort, Matrix NMS) and the uint8 cast / batch index
+    assert not any(r["converted_whole"] for r in report.values())
+    assert report["mask_head"]["blocked_by"] == []
     assert {"torch.topk", "aten::sort"} <= set(report["image"]["blocked_by"])
     assert {"aten::sort", "aten::scatter"} <= set(report["keyframe"]["blocked_by"])
     assert {"Tensor.to", "torch.unbind"} <= set(report["nonkeyframe"]["blocked_by"])
@@ -68,6 +74,22 @@ def test_ncnn_export_converts_mask_head_whole_and_splits_the_rest(ncnn_exported)
         for ext in ("param", "bin", "json"):
             assert (out / f"{name}.ncnn.{ext}").exists()
     assert not any(".tmp" in n for n in os.listdir(out))
+    # without the model: mask_head whole from its .ts; the others need the model
+    for f in ("export_meta.json", "mask_head.ts", "mask_head.onnx", "image.ts", "image.onnx"):
+        shutil.copy(out / f, tmp_path / f)
+    whole = export_ncnn(str(tmp_path), None, ("mask_head",))
+    assert whole["mask_head"]["converted_whole"]
+    rng = np.random.RandomState(0)
+    feeds = {"mask_features": rng.randn(1, 64, H // 4, 192 // 4).astype(np.float32)}
+    for k in (1, 7):
+        feeds["kernels"] = rng.randn(k, 64).astype(np.float32)
+        (a,), (b,), (c,) = (open_graph(d, "mask_head", be, 1).run(None, feeds)
+                            for d, be in ((str(out), "onnxruntime"), (str(tmp_path), "ncnn"), (str(out), "ncnn")))
+        np.testing.assert_allclose(b, a, atol=1e-5)
+        np.testing.assert_allclose(c, a, atol=1e-5)
+    with pytest.raises(ValueError, match="torch.topk"):
+        export_ncnn(str(tmp_path), None, ("image",))
+    assert not (tmp_path / "image.ncnn.param").exists()
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino", "ncnn"])

@@ -22,7 +22,6 @@ mask probabilities included). Ultralytics is AGPL-3.0: an optional benchmark
 dependency, never a runtime one; the row is left out where it is not installed.
 """
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -54,8 +53,8 @@ def synthetic_images(n, h, w, seed=0):
         img = cv2.GaussianBlur(rng.randint(0, 255, (h, w, 3)).astype(np.uint8), (0, 0), 9)
         for _ in range(4):
             c = (int(rng.randint(w)), int(rng.randint(h)))
-            cv2.circle(img, c, int(rng.randint(8, max(9, min(h, w) // 4))), tuple(int(x) for x in rng.randint(0, 255, 3)),
-                       -1)
+            color = tuple(int(x) for x in rng.randint(0, 255, 3))
+            cv2.circle(img, c, int(rng.randint(8, max(9, min(h, w) // 4))), color, -1)
         out.append(img)
     return out
 
@@ -213,7 +212,7 @@ def main(argv=None):
     machine = machine_info(args.threads)
     med = [statistics.median(t) for t in times]
     base = {(r[0], r[3]): med[i] for i, r in enumerate(rows) if r[1] == "onnxruntime" and r[2] == "fp32"}
-    ref = {r[3]: med[i] for i, r in enumerate(rows) if r[0] == "MobileInst" and r[1] == "onnxruntime" and r[2] == "fp32"}
+    ref = {size: t for (name, size), t in base.items() if name == "MobileInst"}
     print(f"# {machine['cpu']}, {args.threads} thread(s); sgemm {machine['sgemm_gflops_1_thread']} GFLOP/s "
           f"(1 thread); medians of {args.runs} alternated rounds")
     if skipped:

@@ -12,7 +12,9 @@ adds), read by ``mobileinst_runtime.backends.NcnnBackend``.
 What pnnx / ncnn (20261020) take of our graphs (:func:`convert_torchscript` on
 the ``*.ts`` of tools/export.py reports the layers ncnn cannot create):
 
-* ``mask_head.ts`` converts whole (Einsum, Slice, Sigmoid; any number of kernels).
+* ``mask_head.ts`` converts whole (Einsum, Slice, Sigmoid; any number of kernels);
+  with the model at hand it is rebuilt with a MatMul instead (ncnn's Einsum layer
+  is a plain loop: at 640x864 with 100 kernels 865 ms against 30 ms).
 * ``nonkeyframe.ts`` and every graph taking the uint8 image: the cast
   ``image.float()`` stays a ``Tensor.to`` layer (ncnn has no uint8 tensors), and
   ``mask_logits(...)[0]`` on the einsum output a ``torch.unbind`` ("unbind along
@@ -50,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .export import GRAPHS, nonkey_size, padded_size
+from .export import GRAPHS, padded_size
 
 logger = logging.getLogger("mobileinst.export_ncnn")
 
@@ -103,6 +105,15 @@ class NcnnNonKeyframe(_NcnnBase):
 
     def forward(self, image, kernels):
         _, x_mask = self.model.encode(self.normalize(image))
+        return self.mask_logits(kernels[None], x_mask).sigmoid()
+
+
+class NcnnMaskHead(_NcnnBase):
+    """mask_features (1, D, h, w), kernels (k, D) -> mask_probs (1, k, h', w'): the
+    mask_head graph with a MatMul instead of its Einsum (which converts, but runs as
+    ncnn's plain loop)."""
+
+    def forward(self, x_mask, kernels):
         return self.mask_logits(kernels[None], x_mask).sigmoid()
 
 
@@ -170,7 +181,8 @@ def batch_indices(ncnn_py: str) -> Dict[str, int]:
     keeps a batch axis on some blobs (this ncnn has batched Mats) and drops it on others."""
     with open(ncnn_py) as f:
         text = f.read()
-    out = {b: int(i) for b, i in re.findall(r'ex\.input\("(\w+)", ncnn\.Mat\(\w+\.numpy\(\), batch_index=(-?\d+)\)', text)}
+    pattern = r'ex\.input\("(\w+)", ncnn\.Mat\(\w+\.numpy\(\), batch_index=(-?\d+)\)'
+    out = {b: int(i) for b, i in re.findall(pattern, text)}
     out.update({blob: int(i) for _, blob, i in re.findall(
         r'_, (\w+) = ex\.extract\("(\w+)"\)\s*\n\s*out\.append\(torch\.from_numpy\(\1\.numpy\(batch_index=(-?\d+)\)',
         text)})
@@ -250,7 +262,9 @@ def export_ncnn(model_dir: str, model: Optional[nn.Module] = None, graphs: Seque
     converted whole from its ``.ts`` (``try_whole``); where ncnn cannot create
     some of its layers, the split graph is built from ``model`` (the same weights,
     conv+BN fused as tools/export.py does) with the numpy post-processing named in
-    its json. Returns {name: {"files", "converted_whole", "blocked_by"}}."""
+    its json. With ``model`` given, mask_head (which converts whole) is rebuilt with a
+    MatMul in place of its Einsum (:class:`NcnnMaskHead`, ncnn's Einsum is slow).
+    Returns {name: {"files", "converted_whole", "blocked_by"}}."""
     with open(os.path.join(model_dir, META_FILE)) as f:
         meta = json.load(f)
     h, w = meta["input_size"]
@@ -260,7 +274,7 @@ def export_ncnn(model_dir: str, model: Optional[nn.Module] = None, graphs: Seque
         for name in graphs:
             ts = os.path.join(model_dir, f"{name}.ts")
             blocked = None
-            if try_whole and os.path.exists(ts):
+            if try_whole and os.path.exists(ts) and not (name == "mask_head" and model is not None):
                 res = _convert_whole(name, ts, tmp, meta)
                 if not res["unsupported"]:
                     spec = _spec(res, *_WHOLE_IO[name], _whole_shapes(name, model_dir, meta), whole=True)
@@ -343,6 +357,15 @@ def _convert_split(name, model, meta, h, w, nh, nw, tmp):
         post = dict(post_params, kind=name)
         return res, _spec(res, ["image"], NETWORK_OUTPUTS, ["uint8"], [[1, 3, h, w]], post=post,
                           whole=False)
+    if name == "mask_head":
+        ph, pw = meta["padded_size"]
+        s = int(model.mask_stride)
+        x_mask = torch.randn(1, d, ph // s, pw // s)
+        ts = _trace(NcnnMaskHead(model, h, w), (x_mask, torch.randn(4, d)), os.path.join(tmp, f"{name}_net.ts"))
+        shape = list(x_mask.shape)
+        res = convert_torchscript(ts, tmp, [shape, [4, d]], ["f32", "f32"], [shape, [7, d]])
+        return res, _spec(res, ["mask_features", "kernels"], ["mask_probs"], ["float32", "float32"],
+                          [shape, ["k", d]], post={"kind": "drop_batch"}, whole=False)
     if name == "nonkeyframe":
         img = torch.randint(0, 255, (1, 3, nh, nw)).float()
         ts = _trace(NcnnNonKeyframe(model, nh, nw), (img, torch.randn(4, d)), os.path.join(tmp, f"{name}_net.ts"))
