@@ -1,13 +1,17 @@
 # Copyright (c) MobileInst authors. Licensed under the Apache License 2.0.
 """ncnn graphs through pnnx, next to the ONNX / TorchScript graphs of tools/export.py.
 
+``tools/export.py --ncnn`` writes them after the ONNX / TorchScript graphs (one
+export command gives every backend's files); on an existing export folder::
+
     python -m mobileinst.export_ncnn --config-file CONFIG --model-dir output/export \
         MODEL.WEIGHTS output/.../model_final.pth
 
 writes, for each graph of the export folder (sizes from its export_meta.json),
 ``{name}.ncnn.param``, ``{name}.ncnn.bin`` and ``{name}.ncnn.json`` (input /
-output blob names, input dtypes, and the numpy post-processing the runtime
-adds), read by ``mobileinst_runtime.backends.NcnnBackend``.
+output blob names, input dtypes, and the kind of numpy post-processing the
+runtime adds, which takes its settings from export_meta.json), read by
+``mobileinst_runtime.backends.NcnnBackend``.
 
 What pnnx / ncnn (20261020) take of our graphs (:func:`convert_torchscript` on
 the ``*.ts`` of tools/export.py reports the layers ncnn cannot create):
@@ -37,7 +41,6 @@ split graphs need the PyTorch model (the config and weights), the whole
 int8: neither the ``ncnn`` nor the ``pnnx`` wheel ships ncnn's quantization tools
 (ncnn2table / ncnn2int8), so only fp32 graphs are written (``fp16=0``: fp32 weights).
 """
-import argparse
 import json
 import logging
 import os
@@ -52,11 +55,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mobileinst_core.export_meta import META_FILE, ExportMeta, read_export_meta
+
 from .export import GRAPHS, padded_size
 
 logger = logging.getLogger("mobileinst.export_ncnn")
-
-META_FILE = "export_meta.json"
 
 
 # ---------------------------------------------------------------- split modules
@@ -264,11 +267,14 @@ def export_ncnn(model_dir: str, model: Optional[nn.Module] = None, graphs: Seque
     conv+BN fused as tools/export.py does) with the numpy post-processing named in
     its json. With ``model`` given, mask_head (which converts whole) is rebuilt with a
     MatMul in place of its Einsum (:class:`NcnnMaskHead`, ncnn's Einsum is slow).
-    Returns {name: {"files", "converted_whole", "blocked_by"}}."""
-    with open(os.path.join(model_dir, META_FILE)) as f:
-        meta = json.load(f)
-    h, w = meta["input_size"]
-    nh, nw = meta.get("video", {}).get("nonkey_input_size", [h, w])
+    The split image / keyframe graphs rank with the settings of the folder's
+    export_meta.json (MASK_THRESHOLD, MAX_DETECTIONS, MULTI_CLASS, NMS_SIGMA), which
+    must be ``model``'s. Returns {name: {"files", "converted_whole", "blocked_by"}}."""
+    meta = read_export_meta(model_dir)
+    if model is not None:
+        check_ranking_settings(model, meta, os.path.join(model_dir, META_FILE))
+    h, w = meta.input_size
+    nh, nw = meta.nonkey_input_size
     report = {}
     with tempfile.TemporaryDirectory(prefix="ncnn_export_") as tmp:
         for name in graphs:
@@ -328,6 +334,17 @@ def onnx_input_shapes(path: str) -> Dict[str, list]:
             for i in graph.input}
 
 
+def check_ranking_settings(model, meta: ExportMeta, path: str) -> None:
+    """The split graphs rank in the runtime with export_meta.json's settings: they must be
+    the model's (the config given to the export), else ``ValueError`` naming the field."""
+    own = {"mask_threshold": float(model.mask_threshold), "max_detections": int(model.max_detections),
+           "multi_class": bool(model.multi_class), "nms_sigma": float(model.nms_sigma)}
+    for field, value in own.items():
+        if getattr(meta, field) != value:
+            raise ValueError(f"'{path}': field '{field}' is {getattr(meta, field)!r} but the model's is {value!r}; "
+                             "export the ncnn graphs with the config of the ONNX export")
+
+
 def _whole_shapes(name, model_dir, meta):
     shapes = onnx_input_shapes(os.path.join(model_dir, f"{name}.onnx"))
     return [shapes[n] for n in _WHOLE_IO[name][0]]
@@ -336,7 +353,7 @@ def _whole_shapes(name, model_dir, meta):
 def _convert_whole(name, ts, tmp, meta):
     """The fixed input shapes of the ONNX graph of the same name (tools/export.py
     writes both); the kernels' count is given at 4 and 7 so that pnnx keeps it dynamic."""
-    h, w = meta["input_size"]
+    h, w = meta.input_size
     if name in ("image", "keyframe"):
         return convert_torchscript(ts, tmp, [[1, 3, h, w]], ["u8"])
     shapes = onnx_input_shapes(os.path.join(os.path.dirname(ts), f"{name}.onnx"))
@@ -347,18 +364,17 @@ def _convert_whole(name, ts, tmp, meta):
 
 
 def _convert_split(name, model, meta, h, w, nh, nw, tmp):
-    post_params = {"mask_threshold": float(model.mask_threshold), "nms_sigma": float(model.nms_sigma),
-                   "max_detections": int(model.max_detections), "multi_class": bool(model.multi_class)}
+    """The network in ncnn; the json's "post" names what the runtime adds in numpy
+    (the ranking of the image / keyframe graphs, with export_meta.json's settings)."""
     d = int(model.mask_decoder.kernel_dim)
     img = torch.randint(0, 255, (1, 3, h, w)).float()
     if name in ("image", "keyframe"):
         ts = _trace(NcnnNetwork(model, h, w), (img,), os.path.join(tmp, f"{name}_net.ts"))
         res = convert_torchscript(ts, tmp, [[1, 3, h, w]], ["f32"])
-        post = dict(post_params, kind=name)
-        return res, _spec(res, ["image"], NETWORK_OUTPUTS, ["uint8"], [[1, 3, h, w]], post=post,
+        return res, _spec(res, ["image"], NETWORK_OUTPUTS, ["uint8"], [[1, 3, h, w]], post={"kind": name},
                           whole=False)
     if name == "mask_head":
-        ph, pw = meta["padded_size"]
+        ph, pw = meta.padded_size
         s = int(model.mask_stride)
         x_mask = torch.randn(1, d, ph // s, pw // s)
         ts = _trace(NcnnMaskHead(model, h, w), (x_mask, torch.randn(4, d)), os.path.join(tmp, f"{name}_net.ts"))
@@ -376,13 +392,14 @@ def _convert_split(name, model, meta, h, w, nh, nw, tmp):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from .utils.cli import config_argument_parser, parse_with_overrides
+
+    parser = config_argument_parser(description=__doc__)
     parser.add_argument("--model-dir", required=True, help="tools/export.py output folder (with the *.ts graphs)")
     parser.add_argument("--config-file", default=None, help="needed for the graphs that are split")
     parser.add_argument("--graphs", nargs="+", default=list(GRAPHS), choices=list(GRAPHS))
     parser.add_argument("--no-whole", action="store_true", help="skip the whole-graph attempt (faster)")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
-    args = parser.parse_args(argv)
+    args = parse_with_overrides(parser, argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     model = None
     if args.config_file:

@@ -17,10 +17,12 @@ is taken too. Files read per backend:
   precision: no bf16 on CPUs that have it; the QDQ graphs run as int8).
 * ``ncnn``: ``{name}.ncnn.param`` / ``.bin`` / ``.json`` (``mobileinst.export_ncnn``);
   where a graph had to be split, the json names the numpy post-processing
-  (``ranking``) that gives the same outputs as the ONNX graph. fp32 only.
+  (``ranking``) that gives the same outputs as the ONNX graph, with the ranking
+  settings of export_meta.json (``mobileinst_core.export_meta``). fp32 only.
 
 Each library is imported when its backend is first used; a missing one raises
-ImportError naming the package to install. No torch here.
+ImportError naming the package (the extra: ``pip install mobileinst[ncnn]``) to
+install. No torch, no detectron2 here.
 """
 import json
 import os
@@ -29,8 +31,10 @@ from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 
+from mobileinst_core.export_meta import read_export_meta
+
 __all__ = ["TensorInfo", "Graph", "Backend", "OnnxRuntimeBackend", "OpenVinoBackend", "NcnnBackend", "BACKENDS",
-           "get_backend", "open_graph", "available_backends"]
+           "get_backend", "open_graph", "available_backends", "read_ncnn_spec"]
 
 
 class TensorInfo(NamedTuple):
@@ -41,7 +45,7 @@ class TensorInfo(NamedTuple):
 
 def _missing(package: str, backend: str, err: Exception) -> ImportError:
     return ImportError(f"The '{backend}' backend needs the '{package}' package: pip install {package} "
-                       f"(an optional extra of mobileinst_runtime). Import failed: {err}")
+                       f"(the extra mobileinst[{backend}]). Import failed: {err}")
 
 
 def _graph_name(graph: str) -> str:
@@ -129,7 +133,7 @@ class _OrtGraph(Graph):
 
 
 class OnnxRuntimeBackend(Backend):
-    """``{name}.onnx`` with onnxruntime's CPU provider, the options of ``ort_model._session``."""
+    """``{name}.onnx`` with onnxruntime's CPU provider, every graph optimisation, errors-only logging."""
 
     name, package, int8 = "onnxruntime", "onnxruntime", True
 
@@ -246,14 +250,15 @@ class OpenVinoBackend(Backend):
 class _NcnnGraph(Graph):
     backend = "ncnn"
 
-    def __init__(self, net, spec, name, ncnn):
-        self.net, self.spec, self.name, self.ncnn = net, spec, name, ncnn
+    def __init__(self, net, spec, name, ncnn, meta=None):
+        """``meta``: the folder's :class:`~mobileinst_core.export_meta.ExportMeta`, for the
+        split image and keyframe graphs (their ranking settings)."""
+        self.net, self.spec, self.name, self.ncnn, self.meta = net, spec, name, ncnn, meta
         self.inputs = [TensorInfo(i["name"], i.get("shape", []), np.dtype(i["dtype"]).type) for i in spec["inputs"]]
-        self.post = spec.get("post") or {}
-        kind = self.post.get("kind")
+        self.kind = (spec.get("post") or {}).get("kind")
         self.output_names = {"image": ["scores", "classes", "mask_probs"],
                              "keyframe": ["kernels", "scores", "classes", "class_scores", "mask_features"]}.get(
-            kind, [o["name"] for o in spec["outputs"]])
+            self.kind, [o["name"] for o in spec["outputs"]])
         self.blobs = {o["name"]: (o["blob"], int(o.get("batch_index", 233))) for o in spec["outputs"]}
 
     def _extract(self, feeds, names):
@@ -276,27 +281,52 @@ class _NcnnGraph(Graph):
         from . import ranking
 
         self._check_feeds(feeds)
-        kind, p = self.post.get("kind"), self.post
-        if kind == "image":
+        m = self.meta
+        if self.kind == "image":
             o = self._extract(feeds, ["pred_logits", "pred_objectness", "mask_logits"])
             scores, classes, probs = ranking.rank_image(o["pred_logits"], o["pred_objectness"], o["mask_logits"],
-                                                        p["mask_threshold"], p["max_detections"], p["multi_class"],
-                                                        p["nms_sigma"])
+                                                        m.mask_threshold, m.max_detections, m.multi_class,
+                                                        m.nms_sigma)
             return {"scores": scores, "classes": classes, "mask_probs": probs}
-        if kind == "keyframe":
+        if self.kind == "keyframe":
             names = ["pred_logits", "pred_objectness", "pred_kernels", "mask_features"]
-            o = self._extract(feeds, names + (["mask_logits"] if p["nms_sigma"] > 0 else []))
+            o = self._extract(feeds, names + (["mask_logits"] if m.nms_sigma > 0 else []))
             scores, classes, per_class = ranking.keyframe_scores(o["pred_logits"], o["pred_objectness"],
-                                                                 o.get("mask_logits"), p["mask_threshold"],
-                                                                 p["nms_sigma"])
+                                                                 o.get("mask_logits"), m.mask_threshold, m.nms_sigma)
             kernels = ranking._unbatch(o["pred_kernels"], 2)
             x_mask = o["mask_features"].reshape((1,) + ranking._unbatch(o["mask_features"], 3).shape)
             return {"kernels": kernels, "scores": scores, "classes": classes, "class_scores": per_class,
                     "mask_features": x_mask}
         o = self._extract(feeds, self.output_names)
-        if kind == "drop_batch":
+        if self.kind == "drop_batch":
             o = {k: ranking._unbatch(v, v.ndim - 1) for k, v in o.items()}
         return o
+
+
+_SPEC_KINDS = (None, "image", "keyframe", "drop_batch")
+
+
+def read_ncnn_spec(path: str) -> dict:
+    """A ``{name}.ncnn.json`` (``mobileinst.export_ncnn``): the blobs of the graph's inputs
+    and outputs and the post-processing kind; ``ValueError`` naming the file and the field
+    that is missing or invalid."""
+    with open(path) as f:
+        try:
+            spec = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"'{path}' is not valid json: {e}") from e
+    for field, keys in (("inputs", ("name", "blob", "dtype")), ("outputs", ("name", "blob"))):
+        if not isinstance(spec.get(field), list) or not spec[field]:
+            raise ValueError(f"'{path}': field '{field}' is missing or empty; re-export with tools/export.py --ncnn")
+        for k, entry in enumerate(spec[field]):
+            for key in keys:
+                if key not in entry:
+                    raise ValueError(f"'{path}': field '{field}[{k}].{key}' is missing; "
+                                     "re-export with tools/export.py --ncnn")
+    kind = (spec.get("post") or {}).get("kind")
+    if kind not in _SPEC_KINDS:
+        raise ValueError(f"'{path}': field 'post.kind' is {kind!r}; expected one of {list(_SPEC_KINDS)}")
+    return spec
 
 
 class NcnnBackend(Backend):
@@ -320,9 +350,12 @@ class NcnnBackend(Backend):
                              "not in its Python package; use the fp32 graphs or --backend onnxruntime/openvino")
         base = os.path.join(model_dir, f"{name}.ncnn")
         for ext in (".json", ".param", ".bin"):
-            _check_file(base + ext, "run python -m mobileinst.export_ncnn on the export folder first")
-        with open(base + ".json") as f:
-            spec = json.load(f)
+            _check_file(base + ext, "export with tools/export.py --ncnn (or run python -m mobileinst.export_ncnn "
+                                    "on the export folder)")
+        spec = read_ncnn_spec(base + ".json")
+        # the split image / keyframe graphs rank in numpy with the export's settings
+        meta = read_export_meta(model_dir) if spec.get("post") and spec["post"].get("kind") in (
+            "image", "keyframe") else None
         net = ncnn.Net()
         opt = net.opt
         opt.use_vulkan_compute = False
@@ -335,7 +368,7 @@ class NcnnBackend(Backend):
             raise RuntimeError(f"ncnn cannot read '{base}.param' (a layer this ncnn does not have?)")
         if net.load_model(base + ".bin") != 0:
             raise RuntimeError(f"ncnn cannot read '{base}.bin'")
-        return _NcnnGraph(net, spec, name, ncnn)
+        return _NcnnGraph(net, spec, name, ncnn, meta)
 
 
 BACKENDS = {"onnxruntime": OnnxRuntimeBackend, "openvino": OpenVinoBackend, "ncnn": NcnnBackend}
