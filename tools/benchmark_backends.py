@@ -18,10 +18,16 @@ Peer: YOLO11n-seg built from ``yolo11n-seg.yaml`` with Ultralytics (random weigh
 download: YOLO_OFFLINE=1, YOLO_AUTOINSTALL=0), exported to ONNX (and TorchScript for
 ncnn) at 640x640 and at the second size rounded up to its stride 32; its row is the
 network alone (no NMS, no mask assembly), MobileInst's the image graph (ranking and
-mask probabilities included). Ultralytics is AGPL-3.0: an optional benchmark
-dependency, never a runtime one; the row is left out where it is not installed.
+mask probabilities included). Ultralytics is AGPL-3.0: a benchmark-only
+dependency, not in requirements.txt and never a runtime one; install it apart,
+without its dependencies (torch and the rest are this repository's)::
+
+    pip install --no-deps ultralytics==8.4.190
+
+Where it is not installed its rows are left out (and said so); so are the
+backends whose package is missing (``pip install -e .[openvino]``, ``.[ncnn]``).
+Results of 2026-12-01: docs/results.md ("Runtime backends").
 """
-import argparse
 import os
 import statistics
 import sys
@@ -139,7 +145,9 @@ def _quantize_yolo(d, images, h, w):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from mobileinst.utils.cli import config_argument_parser, parse_with_overrides
+
+    parser = config_argument_parser(description=__doc__)
     parser.add_argument("--config-file", default=os.path.join(ROOT, "configs", "coco",
                                                               "MobileInst_TopFormer_base_640.yaml"))
     parser.add_argument("--sizes", nargs="+", default=["640x864", "360x480"], help="HxW input sizes")
@@ -150,8 +158,7 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=15, help="timed rounds (every row once per round)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--json", default=None, help="also write the results here")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
-    args = parser.parse_args(argv)
+    args = parse_with_overrides(parser, argv)
     warnings.filterwarnings("ignore")
 
     import torch
@@ -217,6 +224,8 @@ def main(argv=None):
           f"(1 thread); medians of {args.runs} alternated rounds")
     if skipped:
         print(f"# backends not installed: {skipped}")
+    if yolo is None and not args.no_yolo:
+        print("# YOLO11n-seg rows left out: ultralytics is not installed (pip install --no-deps ultralytics==8.4.190)")
     hdr = "".join(f"{f'{h}x{w} ms':>14}{'x MI-ort':>10}{'x own-ort':>10}" for h, w in sizes)
     print(f"{'model':<13}{'backend':<13}{'prec':<6}{hdr}")
     result = {"machine": machine, "threads": args.threads, "runs": args.runs, "rows": []}
@@ -242,7 +251,7 @@ def main(argv=None):
         print("# * OpenVINO could not compile this QDQ graph as int8 (its low-precision transformations throw); "
               "it ran with fake quantization in fp32")
     if args.json:
-        from mobileinst_runtime.files import atomic_write_json
+        from mobileinst_core.files import atomic_write_json
 
         atomic_write_json(args.json, result, indent=2)
     return result

@@ -168,6 +168,7 @@ def test_synthetic_commands_run_as_written(tmp_path):
     metrics = json.loads((work / "output" / "quickstart" / "metrics.json").read_text())
     assert "segm" in metrics["coco"] and "AP" in metrics["ytvis"]
     assert (work / "output" / "runtime").is_dir() and (work / "output" / "export" / "image_int8.onnx").exists()
+    assert (work / "output" / "export" / "keyframe.ncnn.param").exists()  # --ncnn, run by --backend ncnn
 
 
 def _run_job(job_path):
