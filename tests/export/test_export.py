@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 import torch
 from conftest import EXPORT_H, EXPORT_W, IMPORT_BLOCKER, ROOT, small_cfg
 from detectron2.checkpoint import DetectionCheckpointer
