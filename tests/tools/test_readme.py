@@ -158,8 +158,10 @@ def test_synthetic_commands_run_as_written(tmp_path):
     python_blocks = [text for lang, text in readme_blocks() if lang == "python"]
     job = tmp_path / "job.json"
     job.write_text(json.dumps({"commands": commands, "python": python_blocks}))
+    # the repository first, then whatever this process was given (packages installed outside the venv)
     env = dict(os.environ, DETECTRON2_DATASETS=str(work / "datasets"),
-               PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "projects", "MobileInst"), ROOT]))
+               PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "projects", "MobileInst"), ROOT,
+                                           os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), str(job)], cwd=work, env=env,
                           capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]

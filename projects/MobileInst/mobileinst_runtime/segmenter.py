@@ -47,9 +47,9 @@ class ImageSegmenter:
     def __init__(self, model_dir: str, threads: int = 0, graph: str = "image", backend: str = "onnxruntime"):
         self.meta = read_export_meta(model_dir)
         self.backend = get_backend(backend).name
-        self.session = open_graph(model_dir, graph, backend, threads)
+        self.graph = open_graph(model_dir, graph, backend, threads)
         self.input = _GraphInput(self.meta, self.meta.input_size, self.meta.padded_size)
-        self.dtype = self.session.input_dtype("image")
+        self.dtype = self.graph.input_dtype("image")
 
     def __call__(self, frame_bgr: np.ndarray, score_threshold: float = None):
         """``score_threshold`` defaults to the model's CLS_THRESHOLD."""
@@ -57,7 +57,7 @@ class ImageSegmenter:
         if score_threshold is None:
             score_threshold = self.meta.cls_threshold
         x, valid = self.input.letterbox(frame_bgr)
-        scores, classes, mask_probs = self.session.run(None, {"image": x.astype(self.dtype)})
+        scores, classes, mask_probs = self.graph.run(None, {"image": x.astype(self.dtype)})
         keep = scores > score_threshold
         return scores[keep], classes[keep], self.input.paste(mask_probs[keep], valid, frame_bgr.shape[:2])
 
