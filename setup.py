@@ -46,14 +46,19 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.8",
     package_dir={"": "projects/MobileInst"},
-    # mobileinst (PyTorch, detectron2) and mobileinst_runtime (ONNX Runtime) both import
+    # mobileinst (PyTorch, detectron2) and mobileinst_runtime (a backend library) both import
     # mobileinst_core, the numpy core they share
     packages=find_packages(where="projects/MobileInst", include=["mobileinst", "mobileinst.*", "mobileinst_core",
                                                                    "mobileinst_core.*", "mobileinst_runtime",
                                                                    "mobileinst_runtime.*"]),
     install_requires=install_requires,
+    # the runtime's backends (python -m mobileinst_runtime --backend ...), one extra each;
+    # the export writes the ONNX graphs (onnxruntime checks them) and, with --ncnn, pnnx's
     extras_require={
-        "export": ["onnx", "onnxruntime", "onnxscript"],
+        "export": ["onnx", "onnxruntime", "onnxscript", "pnnx"],
+        "onnxruntime": ["onnxruntime"],
+        "openvino": ["openvino"],
+        "ncnn": ["ncnn"],
         "dev": ["pytest"],
     },
 )

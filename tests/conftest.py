@@ -14,6 +14,16 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")  # data files the tests read
 SYNTH_CONFIG = os.path.join(ROOT, "configs", "synthetic", "MobileInst_TopFormer_tiny_synthetic.yaml")
+EXPORT_H, EXPORT_W = 128, 160  # the input size of the ``exported`` graphs
+# sitecustomize.py for a child process in which torch, detectron2 and mobileinst cannot be imported
+IMPORT_BLOCKER = (
+    "import sys\n"
+    "class _Block:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name.split('.')[0] in ('torch', 'detectron2', 'mobileinst', 'torchvision'):\n"
+    "            raise ImportError('blocked: ' + name)\n"
+    "sys.meta_path.insert(0, _Block())\n"
+)
 
 
 @pytest.fixture(scope="session")
@@ -48,3 +58,28 @@ def small_cfg(*opts):
     ])
     cfg.merge_from_list(list(opts))
     return cfg
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory, synthetic_root):
+    """One tiny export shared by the export and backend tests: random weights (seed 0),
+    every graph at EXPORT_H x EXPORT_W as ONNX, TorchScript and int8 (calibrated on the
+    synthetic COCO val images), and for ncnn (``--ncnn``) where ncnn and pnnx are
+    installed. Returns (cfg, graphs folder, tools/export.py's report)."""
+    import importlib.util
+
+    if os.path.join(ROOT, "tools") not in sys.path:
+        sys.path.insert(0, os.path.join(ROOT, "tools"))
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.modeling import build_model
+    from export import export
+
+    out = tmp_path_factory.mktemp("export")
+    torch.manual_seed(0)
+    model = build_model(small_cfg())
+    DetectionCheckpointer(model, str(out)).save("weights")
+    cfg = small_cfg("MODEL.WEIGHTS", str(out / "weights.pth"), "DATASETS.TEST", "('test_synthetic_coco_val',)")
+    ncnn = all(importlib.util.find_spec(p) is not None for p in ("ncnn", "pnnx"))
+    report = export(cfg, str(out / "graphs"), EXPORT_H, EXPORT_W, do_quantize=True,
+                    calib_dir=os.path.join(synthetic_root, "synthetic_coco", "val"), ncnn=ncnn)
+    return cfg, out / "graphs", report

@@ -197,7 +197,7 @@ def bench_onnx(args, cfg, model, frames, h, w, threads_list, track_threshold):
 
     from export import export  # tools/export.py
 
-    from mobileinst_runtime.ort_model import OrtImageSegmenter, OrtVideoSegmenter
+    from mobileinst_runtime.segmenter import ImageSegmenter, VideoSegmenter
 
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -217,11 +217,11 @@ def bench_onnx(args, cfg, model, frames, h, w, threads_list, track_threshold):
         for threads in threads_list:
             for kind, suffix in (("fp32", ""), ("int8", "_int8")):
                 key = f"ort_{kind}_threads{threads}"
-                seg = OrtImageSegmenter(tmp, threads, graph=f"image{suffix}.onnx")
+                seg = ImageSegmenter(tmp, threads, graph=f"image{suffix}.onnx")
                 ms, _ = median_ms(lambda: seg(bgr[0]), args.runs, args.warmup)
                 res = {"image_latency_ms": round(ms, 2)}
                 for t in args.intervals:
-                    vs = OrtVideoSegmenter(tmp, threads, reuse_interval=t, keep_results=False, suffix=suffix)
+                    vs = VideoSegmenter(tmp, threads, reuse_interval=t, keep_results=False, suffix=suffix)
                     vs.track_score_threshold = track_threshold
                     res[f"T={t}"] = time_stream(vs.step, vs.reset, bgr, args.warmup)
                 out[key] = res

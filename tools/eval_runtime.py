@@ -1,12 +1,15 @@
 #!/usr/bin/env python
 # Copyright (c) MobileInst authors. Licensed under the Apache License 2.0.
-"""Video AP of the ONNX runtime (fp32 and int8) next to the PyTorch path, on one dataset.
+"""Video AP of the runtime (per backend; fp32, and int8 where the backend has it) next to
+the PyTorch path, on one dataset.
 
     python tools/eval_runtime.py --config-file configs/synthetic/MobileInst_TopFormer_tiny_synthetic_ytvis.yaml \
-        --model-dir output/export --dataset synthetic_ytvis_val MODEL.WEIGHTS output/quickstart/video/model_final.pth
+        --model-dir output/export --dataset synthetic_ytvis_val MODEL.WEIGHTS output/quickstart/video/model_final.pth \
+        --backends onnxruntime openvino ncnn
 
-Prints and writes (``--output``) {"pytorch": {...}, "onnx_fp32": {...}, "onnx_int8": {...}} with the
-YouTube-VIS metrics of each, all with the same reuse interval and association.
+Prints and writes (``--output``) {"pytorch": {...}, "onnx_fp32": {...}, "onnx_int8": {...},
+"openvino_fp32": {...}, ..., "ncnn_fp32": {...}} with the YouTube-VIS metrics of each, all with the
+same reuse interval and association (onnxruntime's rows keep their names "onnx_*").
 """
 import os
 import sys
@@ -27,15 +30,17 @@ from mobileinst.evaluation.ytvis_metric import evaluate_ytvis  # noqa: E402
 from mobileinst_core.categories import dataset_category_ids  # noqa: E402
 from mobileinst_core.files import atomic_write_json  # noqa: E402
 from mobileinst_core.ytvis_json import ytvis_entries  # noqa: E402
-from mobileinst_runtime.ort_model import OrtVideoSegmenter  # noqa: E402
+from mobileinst_runtime.backends import BACKENDS, get_backend  # noqa: E402
+from mobileinst_runtime.segmenter import VideoSegmenter  # noqa: E402
 
 
 def _category_ids(dataset):
     return dataset_category_ids(MetadataCatalog.get(dataset).thing_dataset_id_to_contiguous_id)
 
 
-def runtime_results(model_dir, dataset, int8=False, threads=0):
-    seg = OrtVideoSegmenter(model_dir, threads, suffix="_int8" if int8 else "")
+def runtime_results(model_dir, dataset, int8=False, threads=0, backend="onnxruntime"):
+    """YouTube-VIS results of the runtime on ``backend`` over every video of ``dataset``."""
+    seg = VideoSegmenter(model_dir, threads, suffix="_int8" if int8 else "", backend=backend)
     results = []
     for video in DatasetCatalog.get(dataset):
         seg.reset()
@@ -46,6 +51,7 @@ def runtime_results(model_dir, dataset, int8=False, threads=0):
 
 
 def pytorch_results(cfg, dataset):
+    """YouTube-VIS results of the PyTorch video path (the model on each video of ``dataset``)."""
     from detectron2.modeling import build_model
 
     from mobileinst.data import check_num_classes
@@ -71,18 +77,21 @@ def main(argv=None):
     p.add_argument("--dataset", default="synthetic_ytvis_val")
     p.add_argument("--output", default="")
     p.add_argument("--no-int8", action="store_true")
+    p.add_argument("--backends", nargs="+", default=["onnxruntime"], choices=list(BACKENDS),
+                   help="runtime backends to evaluate (ncnn: the graphs of tools/export.py --ncnn)")
     args = parse_with_overrides(p, argv)
     cfg = load_mobileinst_config(args.config_file, args.opts, device="cpu")
     gt = MetadataCatalog.get(args.dataset).json_file
     keys = ("AP", "AP50", "AP75", "AR1", "AR10")
     report = {"pytorch": evaluate_ytvis(gt, pytorch_results(cfg, args.dataset), return_per_category=False)}
-    report["onnx_fp32"] = evaluate_ytvis(gt, runtime_results(args.model_dir, args.dataset), return_per_category=False)
-    if not args.no_int8:
-        report["onnx_int8"] = evaluate_ytvis(gt, runtime_results(args.model_dir, args.dataset, int8=True),
-                                             return_per_category=False)
+    for backend in args.backends:
+        row = "onnx" if backend == "onnxruntime" else backend
+        for int8 in (False, True) if not args.no_int8 and get_backend(backend).int8 else (False,):
+            results = runtime_results(args.model_dir, args.dataset, int8=int8, backend=backend)
+            report[f"{row}_{'int8' if int8 else 'fp32'}"] = evaluate_ytvis(gt, results, return_per_category=False)
     report = {k: {m: round(float(v[m]), 2) for m in keys} for k, v in report.items()}
     for k, v in report.items():
-        print(f"{k:<10} " + "  ".join(f"{m} {v[m]:.2f}" for m in keys))
+        print(f"{k:<14} " + "  ".join(f"{m} {v[m]:.2f}" for m in keys))
     if args.output:
         atomic_write_json(args.output, report, indent=2)
     return report

@@ -4,7 +4,7 @@
 
     python tools/export.py --config-file configs/synthetic/MobileInst_TopFormer_tiny_synthetic.yaml \
         --size 256 256 --output output/export MODEL.WEIGHTS output/quickstart/video/model_final.pth
-    python tools/export.py ... --quantize --calib-dir datasets/synthetic_coco/val
+    python tools/export.py ... --quantize --calib-dir datasets/synthetic_coco/val --ncnn
 
 Writes (``mobileinst.export`` describes the graphs):
   image.onnx            image -> scores, classes, mask_probs
@@ -13,8 +13,10 @@ Writes (``mobileinst.export`` describes the graphs):
   nonkeyframe.onnx      image, kernels -> mask_probs   (kernel reuse: no instance decoder)
   *.ts                  the same graphs as TorchScript (torch.jit.trace)
   *_int8.onnx           with --quantize: static int8 (QDQ) quantization by onnxruntime
-  export_meta.json      input size/format, normalisation, classes, thresholds, video settings
-and checks every ONNX graph against PyTorch with onnxruntime.
+  *.ncnn.param/.bin/.json  with --ncnn: the graphs for ncnn, through pnnx (mobileinst.export_ncnn)
+  export_meta.json      input size/format, normalisation, classes, thresholds, ranking, video settings
+and checks every ONNX graph against PyTorch with onnxruntime. The runtime
+(python -m mobileinst_runtime --backend onnxruntime|openvino|ncnn) reads this folder.
 """
 import json
 import logging
@@ -169,27 +171,33 @@ def load_model(cfg, fuse=True):
     return fuse_conv_bn(model) if fuse else model
 
 
-def export(cfg, output, height, width, graphs=GRAPHS, torchscript=True, do_quantize=False, calib_dir=None):
-    """Export ``graphs``; returns a dict report (paths, parity).
+def export(cfg, output, height, width, graphs=GRAPHS, torchscript=True, do_quantize=False, calib_dir=None,
+           ncnn=False):
+    """Export ``graphs``; returns a dict report (paths, parity; with ``ncnn`` "ncnn":
+    :func:`mobileinst.export_ncnn.export_ncnn`'s report).
 
-    The config (NUM_CLASSES against DATASETS.TEST[0]), the weights and the
-    calibration images are checked before ``output`` is created."""
+    The config (NUM_CLASSES against DATASETS.TEST[0]), the weights, the
+    calibration images and (``ncnn``) pnnx are checked before ``output`` is created."""
     if height <= 0 or width <= 0:
         raise ValueError(f"--size {height} {width}: expected a positive height and width")
     if cfg.DATASETS.TEST:
         check_num_classes(cfg, [cfg.DATASETS.TEST[0]], load=False)  # class_names of export_meta.json
     if do_quantize:
         calibration_files(calib_dir)
+    if ncnn:
+        from mobileinst.export_ncnn import pnnx_executable
+
+        pnnx_executable()  # ImportError naming the package to install
     model = load_model(cfg)
     created = prepare_output_dir(output)
     try:
-        return _export(cfg, model, output, height, width, graphs, torchscript, do_quantize, calib_dir)
+        return _export(cfg, model, output, height, width, graphs, torchscript, do_quantize, calib_dir, ncnn)
     except BaseException:
         remove_if_empty(output, created)
         raise
 
 
-def _export(cfg, model, output, height, width, graphs, torchscript, do_quantize, calib_dir):
+def _export(cfg, model, output, height, width, graphs, torchscript, do_quantize, calib_dir, ncnn):
     meta = build_export_meta(cfg, model, height, width)
     modules = build_graph_modules(model, height, width, meta.tracker.nonkey_scale)
     report = {"onnx": {}, "torchscript": {}, "parity": {}}
@@ -208,6 +216,13 @@ def _export(cfg, model, output, height, width, graphs, torchscript, do_quantize,
                                                                                         cfg.INPUT.FORMAT)
         report["int8"] = quantize(output, graphs, images, nonkey_images)
     report["meta"] = write_export_meta(output, meta)
+    if ncnn:  # after export_meta.json, whose sizes and ranking settings the ncnn graphs use
+        from mobileinst.export_ncnn import export_ncnn
+
+        # every graph from the model: the network in ncnn, the ranking in the runtime (numpy);
+        # python -m mobileinst.export_ncnn reports what blocks converting the graphs whole
+        with torch.no_grad():
+            report["ncnn"] = export_ncnn(output, model, graphs, try_whole=False)
     return report
 
 
@@ -221,11 +236,14 @@ def main(argv=None):
     parser.add_argument("--no-torchscript", action="store_true")
     parser.add_argument("--quantize", action="store_true", help="also write int8 (QDQ) graphs")
     parser.add_argument("--calib-dir", default=None, help="images for int8 calibration")
+    parser.add_argument("--ncnn", action="store_true",
+                        help="also write the ncnn graphs (*.ncnn.*, through pnnx) for --backend ncnn")
     args = parse_with_overrides(parser, argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = load_mobileinst_config(args.config_file, args.opts, device="cpu")
     h, w = args.size or (cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST)
-    report = export(cfg, args.output, h, w, args.graphs, not args.no_torchscript, args.quantize, args.calib_dir)
+    report = export(cfg, args.output, h, w, args.graphs, not args.no_torchscript, args.quantize, args.calib_dir,
+                    args.ncnn)
     print(json.dumps(report, indent=2))
 
 

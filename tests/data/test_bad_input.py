@@ -619,11 +619,11 @@ def test_a_bad_frame_mid_stream_names_its_index(predictors):
 
 def test_runtime_refuses_bad_frames():
     """The ONNX Runtime segmenters check frames before running a graph."""
-    from mobileinst_runtime.ort_model import OrtImageSegmenter, OrtVideoSegmenter
+    from mobileinst_runtime.segmenter import ImageSegmenter, VideoSegmenter
 
-    video = OrtVideoSegmenter.__new__(OrtVideoSegmenter)  # the check comes before any graph is used
+    video = VideoSegmenter.__new__(VideoSegmenter)  # the check comes before any graph is used
     video.frame_index = 4
-    image = OrtImageSegmenter.__new__(OrtImageSegmenter)
+    image = ImageSegmenter.__new__(ImageSegmenter)
     for _, frame, error, match in BAD_FRAMES:
         with pytest.raises(error, match="Frame 4 is " + match):
             video.step(frame)

@@ -5,28 +5,12 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 import torch
-from conftest import ROOT, small_cfg
+from conftest import EXPORT_H, EXPORT_W, IMPORT_BLOCKER, ROOT, small_cfg
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
-H, W = 128, 160
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory, synthetic_root):
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    from export import export
-
-    out = tmp_path_factory.mktemp("export")
-    torch.manual_seed(0)
-    model = build_model(small_cfg())
-    DetectionCheckpointer(model, str(out)).save("weights")
-    cfg = small_cfg("MODEL.WEIGHTS", str(out / "weights.pth"), "DATASETS.TEST", "('test_synthetic_coco_val',)")
-    report = export(cfg, str(out / "graphs"), H, W, do_quantize=True,
-                    calib_dir=os.path.join(synthetic_root, "synthetic_coco", "val"))
-    return cfg, out / "graphs", report
+H, W = EXPORT_H, EXPORT_W  # the session fixture ``exported`` (tests/conftest.py)
 
 
 def test_graphs_written_and_match_pytorch(exported):
@@ -52,7 +36,7 @@ def test_onnx_image_model_matches_pytorch_instances(exported):
     from mobileinst.export import ImageModel
     from mobileinst.postprocess import binarize_masks
     from mobileinst.utils.fuse import fuse_conv_bn
-    from mobileinst_runtime.ort_model import OrtImageSegmenter
+    from mobileinst_runtime.segmenter import ImageSegmenter
 
     cfg, out, _ = exported
     model = build_model(cfg).eval()
@@ -74,7 +58,7 @@ def test_onnx_image_model_matches_pytorch_instances(exported):
     np.testing.assert_array_equal(classes[distinct], ref_classes.numpy()[distinct])
     np.testing.assert_allclose(probs[distinct], ref_probs.numpy()[distinct], atol=1e-3)
     # the runtime segmenter (RGB input given as a BGR frame) pastes the masks at the frame size
-    seg = OrtImageSegmenter(str(out))
+    seg = ImageSegmenter(str(out))
     scores, classes, masks = seg(img[0].permute(1, 2, 0).numpy()[:, :, ::-1].copy(), score_threshold=-1.0)
     assert masks.shape == (100, H, W) and masks.dtype == bool
     ref_masks, _ = binarize_masks(ref_probs, (128, 192), (H, W), (H, W), cfg.MODEL.MOBILEINST.INFERENCE.MASK_THRESHOLD)
@@ -121,13 +105,7 @@ def test_runtime_needs_no_torch_or_detectron2(exported, synthetic_root, tmp_path
     video = os.path.join(video, sorted(os.listdir(video))[0])
     blocker = tmp_path / "block"
     blocker.mkdir()
-    (blocker / "sitecustomize.py").write_text(
-        "import sys\n"
-        "class _Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('torch', 'detectron2', 'mobileinst', 'torchvision'):\n"
-        "            raise ImportError('blocked: ' + name)\n"
-        "sys.meta_path.insert(0, _Block())\n")
+    (blocker / "sitecustomize.py").write_text(IMPORT_BLOCKER)
     env = dict(os.environ, PYTHONPATH=f"{blocker}:{os.path.join(ROOT, 'projects', 'MobileInst')}")
     proc = subprocess.run([sys.executable, "-m", "mobileinst_runtime", "--model-dir", str(out), "--input", video,
                            "--output", str(tmp_path / "rt")], env=env, capture_output=True, text=True, timeout=300)
@@ -146,7 +124,7 @@ def test_runtime_tracks_match_the_pytorch_tracker(exported, synthetic_root):
 
     from mobileinst.video import VideoTracker
     from mobileinst.utils.fuse import fuse_conv_bn
-    from mobileinst_runtime.ort_model import OrtVideoSegmenter
+    from mobileinst_runtime.segmenter import VideoSegmenter
 
     cfg, out, _ = exported
     model = build_model(cfg).eval()
@@ -156,7 +134,7 @@ def test_runtime_tracks_match_the_pytorch_tracker(exported, synthetic_root):
     video = os.path.join(video, sorted(os.listdir(video))[0])
     files = [os.path.join(video, f) for f in sorted(os.listdir(video))]
     frames = [read_image(f, format="BGR") for f in files]
-    ort_seg = OrtVideoSegmenter(str(out), reuse_interval=3, keep_results=False)
+    ort_seg = VideoSegmenter(str(out), reuse_interval=3, keep_results=False)
     ort_seg.track_score_threshold = 0.0
     ort_seg.association_kwargs.update(mask_weight=10.0, score_threshold=0.0, min_iou=0.0)
     tracker = VideoTracker.from_model(model, reuse_interval=3, keep_results=False, track_score_threshold=0.0,
@@ -185,7 +163,7 @@ def test_runtime_with_smaller_non_keyframes_matches_the_pytorch_tracker(tmp_path
 
     from mobileinst.utils.fuse import fuse_conv_bn
     from mobileinst.video import VideoTracker
-    from mobileinst_runtime.ort_model import OrtVideoSegmenter
+    from mobileinst_runtime.segmenter import VideoSegmenter
 
     torch.manual_seed(0)
     cfg = small_cfg("MODEL.MOBILEINST.VIDEO.NONKEY_SCALE", "0.75")
@@ -198,7 +176,7 @@ def test_runtime_with_smaller_non_keyframes_matches_the_pytorch_tracker(tmp_path
     assert report["parity"]["nonkeyframe"]["mask_probs"] < 1e-3
     meta = json.load(open(tmp_path / "g" / "export_meta.json"))
     assert meta["video"]["nonkey_input_size"] == [96, 120] and meta["video"]["nonkey_padded_size"] == [128, 128]
-    ort_seg = OrtVideoSegmenter(str(tmp_path / "g"), reuse_interval=3, keep_results=False)
+    ort_seg = VideoSegmenter(str(tmp_path / "g"), reuse_interval=3, keep_results=False)
     ort_seg.track_score_threshold = 0.0
     tracker = VideoTracker.from_model(fuse_conv_bn(model), reuse_interval=3, keep_results=False,
                                       track_score_threshold=0.0)

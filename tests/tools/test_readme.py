@@ -158,8 +158,10 @@ def test_synthetic_commands_run_as_written(tmp_path):
     python_blocks = [text for lang, text in readme_blocks() if lang == "python"]
     job = tmp_path / "job.json"
     job.write_text(json.dumps({"commands": commands, "python": python_blocks}))
+    # the repository first, then whatever this process was given (packages installed outside the venv)
     env = dict(os.environ, DETECTRON2_DATASETS=str(work / "datasets"),
-               PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "projects", "MobileInst"), ROOT]))
+               PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "projects", "MobileInst"), ROOT,
+                                           os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), str(job)], cwd=work, env=env,
                           capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
@@ -168,6 +170,7 @@ def test_synthetic_commands_run_as_written(tmp_path):
     metrics = json.loads((work / "output" / "quickstart" / "metrics.json").read_text())
     assert "segm" in metrics["coco"] and "AP" in metrics["ytvis"]
     assert (work / "output" / "runtime").is_dir() and (work / "output" / "export" / "image_int8.onnx").exists()
+    assert (work / "output" / "export" / "keyframe.ncnn.param").exists()  # --ncnn, run by --backend ncnn
 
 
 def _run_job(job_path):

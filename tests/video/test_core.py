@@ -11,18 +11,12 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, small_cfg
+from conftest import IMPORT_BLOCKER, ROOT, small_cfg
 
 PKG = os.path.join(ROOT, "projects", "MobileInst")
 
-_BLOCKER = (
-    "import sys\n"
-    "class _Block:\n"
-    "    def find_spec(self, name, path=None, target=None):\n"
-    "        if name.split('.')[0] in ('torch', 'detectron2', 'mobileinst', 'torchvision'):\n"
-    "            raise ImportError('blocked: ' + name)\n"
-    "sys.meta_path.insert(0, _Block())\n"
-)
+# the backend libraries too: importing the runtime loads none of them (each is an optional extra)
+_BLOCKER = IMPORT_BLOCKER.replace("'torchvision')", "'torchvision', 'onnxruntime', 'openvino', 'ncnn')")
 
 
 def _modules(package):
@@ -46,15 +40,16 @@ def _imported(path):
 
 
 def test_core_and_runtime_import_without_torch_or_detectron2(tmp_path):
-    """Every module of mobileinst_core and mobileinst_runtime imports in a process where
-    torch, detectron2 and mobileinst cannot be imported."""
+    """Every module of mobileinst_core and mobileinst_runtime (the backends and the numpy
+    ranking included) imports in a process where torch, detectron2, mobileinst and the
+    backend libraries (onnxruntime, openvino, ncnn) cannot be imported."""
     (tmp_path / "sitecustomize.py").write_text(_BLOCKER)
     mods = []
     for package in ("mobileinst_core", "mobileinst_runtime"):
         for path in _modules(package):
             rel = os.path.relpath(path, PKG)[: -len(".py")].replace(os.sep, ".")
             mods.append(rel[: -len(".__init__")] if rel.endswith(".__init__") else rel)
-    assert "mobileinst_core.tracker" in mods and "mobileinst_runtime.ort_model" in mods
+    assert "mobileinst_core.tracker" in mods and "mobileinst_runtime.segmenter" in mods
     code = "import importlib\nfor m in %r:\n    importlib.import_module(m)\nprint('ok')" % sorted(mods)
     env = dict(os.environ, PYTHONPATH=f"{tmp_path}:{PKG}")
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
@@ -63,13 +58,16 @@ def test_core_and_runtime_import_without_torch_or_detectron2(tmp_path):
 
 def test_dependencies_run_one_way():
     """mobileinst never imports mobileinst_runtime; mobileinst_core imports neither of them
-    (nor onnxruntime); mobileinst_runtime never imports mobileinst."""
+    (nor a backend library); mobileinst_runtime never imports mobileinst (nor pnnx, the
+    export's)."""
+    backends = {"onnxruntime", "openvino", "ncnn"}
     for path in _modules("mobileinst"):
         assert "mobileinst_runtime" not in _imported(path), path
     for path in _modules("mobileinst_core"):
-        assert not _imported(path) & {"mobileinst", "mobileinst_runtime", "torch", "detectron2", "onnxruntime"}, path
+        assert not _imported(path) & ({"mobileinst", "mobileinst_runtime", "torch", "detectron2", "pnnx"} | backends), \
+            path
     for path in _modules("mobileinst_runtime"):
-        assert not _imported(path) & {"mobileinst", "torch", "detectron2"}, path
+        assert not _imported(path) & {"mobileinst", "torch", "detectron2", "pnnx"}, path
 
 
 # --------------------------------------------------------------------------- the online tracker
@@ -161,7 +159,8 @@ def _meta():
 
     return ExportMeta(input_size=(64, 96), padded_size=(64, 128), input_format="RGB", pixel_mean=(1.0, 2.0, 3.0),
                       pixel_std=(4.0, 5.0, 6.0), num_classes=2, num_queries=10, class_names=["a", "b"],
-                      category_ids=[3, 7], cls_threshold=0.005, tracker=_settings(), nonkey_input_size=(32, 48),
+                      category_ids=[3, 7], cls_threshold=0.005, max_detections=50, multi_class=True,
+                      nms_sigma=2.0, tracker=_settings(), nonkey_input_size=(32, 48),
                       nonkey_padded_size=(64, 64), weights="w.pth")
 
 
@@ -173,6 +172,7 @@ def test_export_meta_round_trip(tmp_path):
     assert os.path.basename(path) == "export_meta.json"
     data = json.load(open(path))
     assert data["mask_threshold"] == 0.45 and data["video"]["reuse_interval"] == 2
+    assert (data["max_detections"], data["multi_class"], data["nms_sigma"]) == (50, True, 2.0)
     assert data["video"]["nonkey_input_size"] == [32, 48] and "mask_threshold" not in data["video"]
     assert read_export_meta(str(tmp_path)) == meta
 
@@ -184,6 +184,9 @@ def test_export_meta_round_trip(tmp_path):
     (lambda d: d["video"].update(reuse_interval=0), "field 'video.reuse_interval' is 0"),
     (lambda d: d["video"].update(association="yes"), "field 'video.association' is 'yes'"),
     (lambda d: d.update(category_ids=["3"]), "field 'category_ids'"),
+    (lambda d: d.pop("nms_sigma"), "field 'nms_sigma' is missing"),
+    (lambda d: d.pop("multi_class"), "field 'multi_class' is missing"),
+    (lambda d: d.update(max_detections=0), "field 'max_detections' is 0"),
 ])
 def test_export_meta_reader_names_the_file_and_the_field(tmp_path, edit, match):
     from mobileinst_core.export_meta import read_export_meta, write_export_meta

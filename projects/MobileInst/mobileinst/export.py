@@ -139,7 +139,8 @@ def build_graph_modules(model, height: int, width: int, nonkey_scale: float = 1.
 
 def build_export_meta(cfg, model, height: int, width: int) -> ExportMeta:
     """export_meta.json of the graphs of ``model`` at (height, width), from ``cfg``:
-    the classes and category ids of DATASETS.TEST[0] (if any) and the video
+    the classes and category ids of DATASETS.TEST[0] (if any), the inference
+    settings (thresholds; MAX_DETECTIONS, MULTI_CLASS, NMS_SIGMA of the ranking) and the video
     settings (:func:`mobileinst.config.build_tracker_settings`)."""
     settings = build_tracker_settings(cfg)
     nh, nw = nonkey_size(height, width, settings.nonkey_scale)
@@ -156,6 +157,9 @@ def build_export_meta(cfg, model, height: int, width: int) -> ExportMeta:
         category_ids=dataset_category_ids(meta.get("thing_dataset_id_to_contiguous_id", None)) if meta is not None
         else None,
         cls_threshold=cfg.MODEL.MOBILEINST.INFERENCE.CLS_THRESHOLD,
+        max_detections=cfg.MODEL.MOBILEINST.INFERENCE.MAX_DETECTIONS,
+        multi_class=cfg.MODEL.MOBILEINST.INFERENCE.MULTI_CLASS,
+        nms_sigma=cfg.MODEL.MOBILEINST.INFERENCE.NMS_SIGMA,
         tracker=settings,
         nonkey_input_size=(nh, nw),
         nonkey_padded_size=padded_size(model, nh, nw),

@@ -8,12 +8,16 @@
 is an error naming the file and the field, never a default (the defaults live
 in ``mobileinst/config.py``, which the runtime cannot import).
 
+The ranking settings (max_detections, multi_class, nms_sigma) are inside the
+ONNX image and keyframe graphs; a backend that runs the ranking outside its
+graph (ncnn: ``mobileinst_runtime.ranking``) reads them from here.
+
 Layout (json)::
 
     {"input_size": [H, W], "padded_size": [H', W'], "input_format": "RGB"|"BGR",
      "pixel_mean": [3 floats], "pixel_std": [3 floats], "num_classes", "num_queries",
      "class_names": [str] | null, "category_ids": [int] | null,
-     "mask_threshold", "cls_threshold",
+     "mask_threshold", "cls_threshold", "max_detections", "multi_class", "nms_sigma",
      "video": {TrackerSettings fields except mask_threshold,
                "nonkey_input_size": [h, w], "nonkey_padded_size": [h', w']},
      "weights": str}
@@ -43,6 +47,9 @@ class ExportMeta:
     class_names: Optional[List[str]]  # of DATASETS.TEST[0], if any
     category_ids: Optional[List[int]]  # contiguous class index -> dataset category id, if known
     cls_threshold: float  # INFERENCE.CLS_THRESHOLD
+    max_detections: int  # INFERENCE.MAX_DETECTIONS: K, the candidates the image graph ranks
+    multi_class: bool  # INFERENCE.MULTI_CLASS: rank (query, class) pairs, not queries
+    nms_sigma: float  # INFERENCE.NMS_SIGMA: Matrix NMS's Gaussian sigma (0: no decay)
     tracker: TrackerSettings  # the video settings (mask_threshold = INFERENCE.MASK_THRESHOLD)
     nonkey_input_size: Tuple[int, int]  # input of nonkeyframe.onnx (VIDEO.NONKEY_SCALE)
     nonkey_padded_size: Tuple[int, int]
@@ -68,6 +75,9 @@ class ExportMeta:
             "category_ids": None if self.category_ids is None else list(self.category_ids),
             "mask_threshold": self.mask_threshold,
             "cls_threshold": self.cls_threshold,
+            "max_detections": self.max_detections,
+            "multi_class": self.multi_class,
+            "nms_sigma": self.nms_sigma,
             "video": video,
             "weights": self.weights,
         }
@@ -108,6 +118,9 @@ _TOP = {
     "category_ids": (_optional_list(_is_int), "a list of ints or null", lambda v: None if v is None else list(v)),
     "mask_threshold": (lambda v: _is_real(v) and 0 <= v <= 1, "a number in [0, 1]", float),
     "cls_threshold": (lambda v: _is_real(v) and 0 <= v <= 1, "a number in [0, 1]", float),
+    "max_detections": (lambda v: _is_int(v) and v > 0, "a positive int", int),
+    "multi_class": (lambda v: isinstance(v, bool), "true or false", bool),
+    "nms_sigma": (lambda v: _is_real(v) and v >= 0, "a number >= 0", float),
     "video": (lambda v: isinstance(v, dict), "an object", dict),
     "weights": (lambda v: isinstance(v, str), "a str", str),
 }

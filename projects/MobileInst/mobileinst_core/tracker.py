@@ -17,7 +17,7 @@ masks on a frame when its keyframe score passes ``track_score_threshold``.
 
 :class:`OnlineTracker` owns that loop and its state; a backend supplies two
 callables, so the PyTorch model (``mobileinst.video.VideoTracker``) and the
-exported graphs on ONNX Runtime (``mobileinst_runtime.OrtVideoSegmenter``) run
+exported graphs on a runtime backend (``mobileinst_runtime.VideoSegmenter``) run
 the same loop:
 
 * ``run_keyframe(frame) -> Keyframe``: the whole model on a keyframe;

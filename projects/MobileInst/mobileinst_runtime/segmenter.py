@@ -1,40 +1,30 @@
 # Copyright (c) MobileInst authors. Licensed under the Apache License 2.0.
-"""The exported graphs on ONNX Runtime (no torch, no detectron2).
+"""The exported graphs on a runtime backend (no torch, no detectron2).
 
-:class:`OrtVideoSegmenter` is the online tracker of :mod:`mobileinst_core.tracker`
-driven by the keyframe graph (run a keyframe) and the mask graphs (masks of the
-tracked kernels on a frame: ``mask_head`` on the keyframe's X_mask,
-``nonkeyframe`` on the other frames, kernel reuse).
+:class:`ImageSegmenter` runs the image graph; :class:`VideoSegmenter` is the
+online tracker of :mod:`mobileinst_core.tracker` driven by the keyframe graph
+(run a keyframe) and the mask graphs (masks of the tracked kernels on a frame:
+``mask_head`` on the keyframe's X_mask, ``nonkeyframe`` on the other frames,
+kernel reuse).
+
+``backend`` (:mod:`mobileinst_runtime.backends`) is ``"onnxruntime"`` (the
+``*.onnx`` graphs), ``"openvino"`` (the same files) or ``"ncnn"`` (the
+``*.ncnn.*`` graphs of ``tools/export.py --ncnn``, where the ranking the ONNX
+graphs hold runs in numpy, :mod:`mobileinst_runtime.ranking`): every graph has
+the same inputs and outputs on each, so the segmenters do not depend on it.
 """
-import os
 from typing import Optional
 
 import numpy as np
-import onnxruntime as ort
 
 from mobileinst_core.export_meta import ExportMeta, read_export_meta
 from mobileinst_core.frames import Letterbox, check_frame
 from mobileinst_core.masks import paste_masks
 from mobileinst_core.tracker import Keyframe, OnlineTracker
 
+from .backends import get_backend, open_graph
 
-def _session(path: str, threads: int = 0) -> ort.InferenceSession:
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"Exported graph '{path}' does not exist; run tools/export.py first")
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Errors only: at this level ORT's constant folding logs a warning for every folded
-    # constant it drops ('Removing initializer ...'), hundreds per graph, none actionable.
-    opts.log_severity_level = 3
-    return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
-
-
-def _input_dtype(session, name):
-    t = next(i.type for i in session.get_inputs() if i.name == name)
-    return np.uint8 if "uint8" in t else np.float32
+__all__ = ["ImageSegmenter", "VideoSegmenter"]
 
 
 class _GraphInput:
@@ -50,14 +40,16 @@ class _GraphInput:
         return paste_masks(mask_probs, self.padded, valid, frame_size, self.threshold)[0]
 
 
-class OrtImageSegmenter:
-    """The exported image model: frame -> (scores, classes, masks) at the frame size."""
+class ImageSegmenter:
+    """The exported image model: frame -> (scores, classes, masks) at the frame size,
+    on ``backend``; ``graph``: the image graph's name (``image_int8`` for the int8 one)."""
 
-    def __init__(self, model_dir: str, threads: int = 0, graph: str = "image.onnx"):
+    def __init__(self, model_dir: str, threads: int = 0, graph: str = "image", backend: str = "onnxruntime"):
         self.meta = read_export_meta(model_dir)
-        self.session = _session(os.path.join(model_dir, graph), threads)
+        self.backend = get_backend(backend).name
+        self.graph = open_graph(model_dir, graph, backend, threads)
         self.input = _GraphInput(self.meta, self.meta.input_size, self.meta.padded_size)
-        self.dtype = _input_dtype(self.session, "image")
+        self.dtype = self.graph.input_dtype("image")
 
     def __call__(self, frame_bgr: np.ndarray, score_threshold: float = None):
         """``score_threshold`` defaults to the model's CLS_THRESHOLD."""
@@ -65,26 +57,29 @@ class OrtImageSegmenter:
         if score_threshold is None:
             score_threshold = self.meta.cls_threshold
         x, valid = self.input.letterbox(frame_bgr)
-        scores, classes, mask_probs = self.session.run(None, {"image": x.astype(self.dtype)})
+        scores, classes, mask_probs = self.graph.run(None, {"image": x.astype(self.dtype)})
         keep = scores > score_threshold
         return scores[keep], classes[keep], self.input.paste(mask_probs[keep], valid, frame_bgr.shape[:2])
 
 
-class OrtVideoSegmenter(OnlineTracker):
+class VideoSegmenter(OnlineTracker):
     """Online video instance segmentation with kernel reuse (T) and kernel association
-    on the exported graphs; the settings are the export's (export_meta.json "video"),
-    ``reuse_interval`` and ``association`` may override them."""
+    on the exported graphs, on ``backend``; the settings are the export's
+    (export_meta.json "video"), ``reuse_interval`` and ``association`` may override
+    them. ``suffix`` "_int8": the int8 graphs (onnxruntime, openvino)."""
 
     def __init__(self, model_dir: str, threads: int = 0, reuse_interval: Optional[int] = None,
-                 association: Optional[bool] = None, keep_results: bool = True, suffix: str = ""):
+                 association: Optional[bool] = None, keep_results: bool = True, suffix: str = "",
+                 backend: str = "onnxruntime"):
         self.meta = read_export_meta(model_dir)
-        self.keyframe = _session(os.path.join(model_dir, f"keyframe{suffix}.onnx"), threads)
-        self.nonkeyframe = _session(os.path.join(model_dir, f"nonkeyframe{suffix}.onnx"), threads)
-        self.mask_head = _session(os.path.join(model_dir, f"mask_head{suffix}.onnx"), threads)
+        self.backend = get_backend(backend).name
+        self.keyframe = open_graph(model_dir, f"keyframe{suffix}", backend, threads)
+        self.nonkeyframe = open_graph(model_dir, f"nonkeyframe{suffix}", backend, threads)
+        self.mask_head = open_graph(model_dir, f"mask_head{suffix}", backend, threads)
         self.key_input = _GraphInput(self.meta, self.meta.input_size, self.meta.padded_size)
         # VIDEO.NONKEY_SCALE: non-keyframes enter their graph at a smaller size
         self.nonkey_input = _GraphInput(self.meta, self.meta.nonkey_input_size, self.meta.nonkey_padded_size)
-        self.dtype = _input_dtype(self.keyframe, "image")
+        self.dtype = self.keyframe.input_dtype("image")
         self.class_names = self.meta.class_names
         overrides = {}
         if reuse_interval:
