@@ -57,21 +57,15 @@ from torch import nn
 
 from mobileinst_core.export_meta import META_FILE, ExportMeta, read_export_meta
 
-from .export import GRAPHS, padded_size
+from .export import GRAPHS, _Base
 
 logger = logging.getLogger("mobileinst.export_ncnn")
 
 
 # ---------------------------------------------------------------- split modules
-class _NcnnBase(nn.Module):
-    """Float image (1, 3, H, W), raw pixel values -> normalised and padded."""
-
-    def __init__(self, model, height: int, width: int):
-        super().__init__()
-        self.model = model.eval()
-        self.height, self.width = int(height), int(width)
-        self.padded = padded_size(model, self.height, self.width)
-        self.eval()
+class _NcnnBase(_Base):
+    """The export graphs' base for ncnn: a float image (1, 3, H, W) of raw pixel
+    values -> normalised and padded, and mask logits as a MatMul."""
 
     def normalize(self, image):
         x = (image - self.model.pixel_mean) / self.model.pixel_std  # no .float(): ncnn has float tensors only

@@ -24,6 +24,7 @@ Each library is imported when its backend is first used; a missing one raises
 ImportError naming the package (the extra: ``pip install mobileinst[ncnn]``) to
 install. No torch, no detectron2 here.
 """
+import importlib
 import json
 import os
 import warnings
@@ -100,7 +101,10 @@ class Backend:
 
     def load(self):
         """Import the library (ImportError naming the extra if it is missing)."""
-        raise NotImplementedError
+        try:
+            return importlib.import_module(self.package)
+        except ImportError as e:
+            raise _missing(self.package, self.name, e) from e
 
     def available(self) -> bool:
         try:
@@ -136,13 +140,6 @@ class OnnxRuntimeBackend(Backend):
     """``{name}.onnx`` with onnxruntime's CPU provider, every graph optimisation, errors-only logging."""
 
     name, package, int8 = "onnxruntime", "onnxruntime", True
-
-    def load(self):
-        try:
-            import onnxruntime as ort
-        except ImportError as e:
-            raise _missing(self.package, self.name, e) from e
-        return ort
 
     def session(self, path: str, threads: int = 0):
         ort = self.load()
@@ -206,13 +203,6 @@ class OpenVinoBackend(Backend):
 
     def __init__(self):
         self._core = None
-
-    def load(self):
-        try:
-            import openvino as ov
-        except ImportError as e:
-            raise _missing(self.package, self.name, e) from e
-        return ov
 
     def core(self):
         if self._core is None:
@@ -334,13 +324,6 @@ class NcnnBackend(Backend):
     Python package, fp32 (fp16 / bf16 storage and arithmetic off), no Vulkan."""
 
     name, package, int8 = "ncnn", "ncnn", False
-
-    def load(self):
-        try:
-            import ncnn
-        except ImportError as e:
-            raise _missing(self.package, self.name, e) from e
-        return ncnn
 
     def open(self, model_dir, graph, threads=0):
         ncnn = self.load()
