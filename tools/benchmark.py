@@ -296,11 +296,13 @@ def _bench_training_steps(args):
         model = Trainer.build_model(cfg)
         optimizer = Trainer.build_optimizer(cfg, model)
         loader = iter(Trainer.build_train_loader(cfg))
-        sizes = cfg.INPUT.MIN_SIZE_TRAIN
-        side = int(round(sum(sizes) / len(sizes)))
-        image = torch.as_tensor(np.random.RandomState(0).randint(0, 255, (3, side, side), dtype=np.uint8))
+        # FLOPs of real batches: the model pads a batch to its largest image (and to
+        # the backbone's size divisibility), so a multi-scale batch costs what its
+        # largest image does, not what the mean scale would. The loader gives this
+        # process's share of SOLVER.IMS_PER_BATCH; the step is all processes'.
         model.eval()
-        fwd = gflops(model, [{"image": image}] * cfg.SOLVER.IMS_PER_BATCH)
+        fwd = comm.get_world_size() * statistics.mean(
+            gflops(model, [{"image": x["image"]} for x in next(loader)]) for _ in range(4))
         ddp = create_ddp_model(model, broadcast_buffers=False, device_ids=None, gradient_as_bucket_view=True)  # the model itself in 1 process
         runs.append({"variant": variant or "(config)", "cfg": cfg, "batch": cfg.SOLVER.IMS_PER_BATCH,
                      "gflop_per_iter": 2 * 3 * fwd, "profiler": StepProfiler(ddp, optimizer, loader), "steps": []})

@@ -127,7 +127,7 @@ def test_tracking_metrics_on_oracle_tracks(synthetic_root, monkeypatch):
         any(a["id"] == i for f in v["annotations"][: v["length"] // 2] for a in f)
         and any(a["id"] == i for f in v["annotations"][v["length"] // 2:] for a in f)
         for v in videos for i in {a["id"] for f in v["annotations"] for a in f})
-    assert objects > 0 and switches > 0 and "score >= 0.2" in out["rule"]
+    assert objects > 0 and switches > 0 and f"score >= {quickstart.MOT_SCORE_THRESHOLD}" in out["rule"]
     perfect = out["with_association"]
     assert perfect["num_objects"] == perfect["num_matches"] == perfect["num_predictions"] == objects
     assert perfect["idf1"] == perfect["mota"] == 1.0 and perfect["num_switches"] == perfect["num_false_positives"] == 0
