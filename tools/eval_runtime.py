@@ -57,10 +57,12 @@ def pytorch_results(cfg, dataset):
     from mobileinst.data import check_num_classes
     from mobileinst.data.ytvis_mapper import YTVISTestMapper
     from mobileinst.utils.checkpoint import load_weights
+    from mobileinst.utils.fuse import fuse_conv_bn
 
     check_num_classes(cfg, [dataset])
     model = build_model(cfg).eval()
     load_weights(model, cfg.MODEL.WEIGHTS, cfg)
+    model = fuse_conv_bn(model, inplace=True)  # BN folded, as in the predictors and the export
     mapper = YTVISTestMapper(cfg)
     results = []
     with torch.no_grad():

@@ -8,6 +8,10 @@ Differs from ``DefaultPredictor`` in what it refuses: ``MODEL.WEIGHTS`` is read
 as data and must fit the model (``MobileInstCheckpointer``), NUM_CLASSES must
 match the classes of ``DATASETS.TEST[0]`` when they are known, and a frame
 that is not an HxWx3 uint8 BGR array gets an error saying what was given.
+Once the weights are loaded, BatchNorm is folded into the convolutions before
+it (:func:`mobileinst.utils.fuse.fuse_conv_bn`, as the export does): the same
+function up to float rounding, one op less per conv. ``predictor.model`` is
+then for inference only (its state dict no longer fits checkpoints).
 """
 import torch
 from detectron2.data import MetadataCatalog
@@ -19,6 +23,7 @@ from mobileinst_core.frames import check_frame
 
 from .data import check_num_classes
 from .utils.checkpoint import load_weights
+from .utils.fuse import fuse_conv_bn
 
 __all__ = ["MobileInstPredictor", "check_predictor_config"]
 
@@ -43,6 +48,7 @@ class MobileInstPredictor(DefaultPredictor):
         if len(cfg.DATASETS.TEST):
             self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0])
         load_weights(self.model, cfg.MODEL.WEIGHTS, cfg)
+        self.model = fuse_conv_bn(self.model, inplace=True)  # after the weights: BN folded as in the export
         self.aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST)
         self.input_format = cfg.INPUT.FORMAT
 

@@ -15,6 +15,7 @@ from mobileinst_core.frames import check_frame, iter_frames, video_fps  # noqa: 
 
 from ..predictor import check_predictor_config
 from ..utils.checkpoint import load_weights
+from ..utils.fuse import fuse_conv_bn
 from .tracker import VideoTracker
 
 
@@ -29,6 +30,10 @@ class StreamingPredictor:
     ``DATASETS.TEST[0]`` (class names) when they are known. Tracking follows
     ``MODEL.MOBILEINST.VIDEO`` (REUSE_INTERVAL, ASSOCIATION). Memory does not
     grow with the stream unless ``keep_results`` is set (for a YouTube-VIS json).
+
+    The model it builds has BatchNorm folded into the convolutions once the
+    weights are loaded (:func:`mobileinst.utils.fuse.fuse_conv_bn`, as the
+    export does); a ``model`` given to it is used as it is.
     """
 
     def __init__(self, cfg, keep_results: bool = False, model=None):
@@ -37,6 +42,7 @@ class StreamingPredictor:
         if model is None:
             model = build_model(self.cfg)
             load_weights(model, cfg.MODEL.WEIGHTS, cfg)
+            model = fuse_conv_bn(model, inplace=True)  # after the weights: BN folded as in the export
         self.model = model.eval()
         if len(cfg.DATASETS.TEST):
             self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0])
