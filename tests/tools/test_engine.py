@@ -152,9 +152,10 @@ def test_time_budget_refits_the_schedule_when_the_speed_changes(synthetic_root, 
     budget.recheck = 10
     trainer.train()
     # iteration 24: 1 s per iteration, 75 s left -> 100 iterations; then 2 s per iteration:
-    # iteration 34: (45 - 5) / 30 s per iteration, 55 s left -> 35 + 41 = 76; iteration 44 is
-    # past half of 76, so the schedule stays
-    assert trainer.max_iter == 76 and trainer.iter == 76
+    # iteration 34: 2 s per iteration over the last 10, 55 s left -> 35 + 27 = 62; iteration 44
+    # is past half of 62, so the schedule stays
+    assert trainer.max_iter == 62 and trainer.iter == 62
+    assert budget.seconds_per_iter == pytest.approx(2.0)
 
 
 class _Tick(engine_hooks.HookBase):

@@ -91,9 +91,10 @@ class TimeBudget(HookBase):
     the rest of the budget buys at that speed, and
     the LR schedule is rebuilt from ``build_scheduler(max_iter)``. Every
     ``recheck`` iterations until half the schedule (before any LR step) the
-    speed is measured again over all timed iterations and the schedule is
-    refitted, so that a busy moment at the start does not set it alone. All
-    processes take the main process's decision.
+    speed is measured again over the ``recheck`` iterations just done and the
+    schedule is refitted: the rest of the budget is spent at the speed of now,
+    so that a slow start (a busy moment, warm-up) does not shorten the whole
+    schedule. All processes take the main process's decision.
     """
 
     def __init__(self, budget_s: float, build_scheduler, skip: int = 5, measure: int = 20,
@@ -113,7 +114,7 @@ class TimeBudget(HookBase):
 
     def before_step(self):
         if self.trainer.iter == self.trainer.start_iter + self.skip:
-            self._tm = time.perf_counter()
+            self._tm = (time.perf_counter(), self.trainer.iter)
 
     def after_step(self):
         timed = self.trainer.iter + 1 - (self.trainer.start_iter + self.skip)
@@ -123,7 +124,9 @@ class TimeBudget(HookBase):
         if not (first or again):
             return
         now = time.perf_counter()
-        spi = (now - self._tm) / timed
+        since, start = self._tm
+        spi = (now - since) / (self.trainer.iter + 1 - start)  # the iterations since the last fit
+        self._tm = (now, self.trainer.iter + 1)
         left = self.budget_s - (now - self._t0)
         new_max = self.trainer.iter + 1 + max(1, int(left / spi))
         new_max, spi = comm.all_gather((new_max, spi))[0]
