@@ -271,6 +271,12 @@ def main(argv=None):
         def graph_call(g, x):
             return lambda: g(x)
 
+        def yolo_row(d, input_size, be, suffix):
+            """YOLO11n-seg's network (its export in ``d``) on a random input of ``input_size``."""
+            g = open_graph(d, "yolo" + suffix, be, args.threads)
+            x = {"images": np.random.RandomState(0).rand(1, 3, *input_size).astype(np.float32)}
+            return {"model": "YOLO11n-seg", "call": graph_call(g, x), "emulated": getattr(g, "int8_emulated", False)}
+
         for be in backends:
             for prec in ("fp32", "int8"):
                 if prec == "int8" and (args.no_int8 or not get_backend(be).int8):
@@ -283,11 +289,7 @@ def main(argv=None):
                     rows.append(dict(common, table="image", model="MobileInst", column=size, call=graph_call(g, x),
                                      emulated=getattr(g, "int8_emulated", False)))
                     if yolo:
-                        d, (hh, ww) = yolo[size]
-                        g = open_graph(d, "yolo" + suffix, be, args.threads)
-                        x = {"images": np.random.RandomState(0).rand(1, 3, hh, ww).astype(np.float32)}
-                        rows.append(dict(common, table="image", model="YOLO11n-seg", column=size,
-                                         call=graph_call(g, x), emulated=getattr(g, "int8_emulated", False)))
+                        rows.append(dict(common, table="image", column=size, **yolo_row(*yolo[size], be, suffix)))
                 video = []
                 for size in video_sizes:
                     for t in args.intervals:
@@ -300,12 +302,9 @@ def main(argv=None):
                     video = []
                 rows += video
                 if video and yolo:
-                    for hh, ww in yolo_video:
-                        d = yolo[(hh, ww)][0]
-                        g = open_graph(d, "yolo" + suffix, be, args.threads)
-                        x = {"images": np.random.RandomState(0).rand(1, 3, hh, ww).astype(np.float32)}
-                        rows.append(dict(common, table="video", model="YOLO11n-seg", column=((hh, ww), None),
-                                         call=graph_call(g, x), emulated=getattr(g, "int8_emulated", False)))
+                    for size in yolo_video:
+                        rows.append(dict(common, table="video", column=(size, None),
+                                         **yolo_row(*yolo[size], be, suffix)))
         for _ in range(args.warmup):
             for r in rows:
                 r["call"]()

@@ -245,7 +245,7 @@ def run_image_part(args, metrics):
 # The tracking metrics count the predictions a user would show: those more likely
 # than not (score >= 0.5). At the video AP's cut (0.2) the up to VIDEO.MAX_TRACKS
 # low-score tracks per video outnumber the objects and MOTA goes negative
-# (docs/results.md, "MOT metrics' score cut").
+# (docs/results.md, "Video fine-tuning and the tracking metrics' score cut").
 MOT_SCORE_THRESHOLD = 0.5
 TRACKING_RULE = ("motmetrics on mask IoU: a prediction is a candidate for an object at IoU >= 0.5 "
                  "(distance 1 - IoU, motp the mean distance); predictions with score >= {score}")

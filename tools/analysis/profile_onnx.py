@@ -41,7 +41,6 @@ PARTS = (
     ("/mask_decoder/", "mask decoder"),
     ("/instance_decoder/", "instance decoder"),
     ("Einsum", "mask head"),
-    ("/model/MatMul", "mask head"),
     ("/model/", "mask head"),
 )
 _DTYPES = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32, "tensor(int64)": np.int64}
@@ -67,17 +66,10 @@ def random_feeds(session, k=10, seed=0):
 
 
 def _session(path, threads, profile_prefix=None):
-    import onnxruntime as ort
+    """The session as ``mobileinst_runtime`` opens it (every graph optimisation)."""
+    from mobileinst_runtime.backends import get_backend
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    if profile_prefix:
-        opts.enable_profiling = True
-        opts.profile_file_prefix = profile_prefix
-    return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+    return get_backend("onnxruntime").session(path, threads, profile_prefix)
 
 
 def time_alternated(paths, threads=1, runs=10, warmup=2):

@@ -141,7 +141,9 @@ class OnnxRuntimeBackend(Backend):
 
     name, package, int8 = "onnxruntime", "onnxruntime", True
 
-    def session(self, path: str, threads: int = 0):
+    def session(self, path: str, threads: int = 0, profile_prefix: str = None):
+        """The onnxruntime session of ``path``; ``profile_prefix``: also write onnxruntime's
+        per-node profile under that prefix (``tools/analysis/profile_onnx.py``)."""
         ort = self.load()
         _check_file(path, "run tools/export.py first")
         opts = ort.SessionOptions()
@@ -150,6 +152,9 @@ class OnnxRuntimeBackend(Backend):
             opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3  # errors only: constant folding warns for every folded initializer
+        if profile_prefix:
+            opts.enable_profiling = True
+            opts.profile_file_prefix = profile_prefix
         return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
 
     def open(self, model_dir, graph, threads=0):
