@@ -53,9 +53,10 @@ setup(
                                                                    "mobileinst_runtime.*"]),
     install_requires=install_requires,
     # the runtime's backends (python -m mobileinst_runtime --backend ...), one extra each;
-    # the export writes the ONNX graphs (onnxruntime checks them) and, with --ncnn, pnnx's
+    # the export writes the ONNX graphs (onnxruntime checks them), with --quantize NNCF's int8
+    # graphs for OpenVINO, and with --ncnn pnnx's
     extras_require={
-        "export": ["onnx", "onnxruntime", "onnxscript", "pnnx"],
+        "export": ["onnx", "onnxruntime", "onnxscript", "pnnx", "nncf"],
         "onnxruntime": ["onnxruntime"],
         "openvino": ["openvino"],
         "ncnn": ["ncnn"],

@@ -8,7 +8,8 @@ with YOLO11n-seg as the peer row.
         --sizes 640x864 360x480 --video-sizes 360x480 --threads 1
 
 Random weights (timing only). For every size the image graph is exported with
-tools/export.py (fp32 and int8 QDQ, calibrated on synthetic frames) and with
+tools/export.py (fp32, int8 QDQ and, where nncf is installed, OpenVINO's int8 IR through
+NNCF, calibrated on synthetic frames; YOLO11n-seg's int8 graphs alike) and with
 mobileinst.export_ncnn (fp32; ncnn runs the network and numpy the ranking); each
 backend runs it through ``mobileinst_runtime.backends`` on ``--threads`` threads.
 The calls of all rows are alternated round by round, so that the machine's load
@@ -184,22 +185,18 @@ def export_yolo(out, sizes, calib_images, int8, ncnn):
 
 
 def _quantize_yolo(d, images, h, w):
+    """yolo_int8.onnx (onnxruntime's QDQ) and, where nncf is installed, yolo_int8.xml (NNCF's
+    IR for OpenVINO), calibrated on ``images`` as tools/export.py calibrates MobileInst's."""
     import cv2
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    feeds = [{"images": (cv2.resize(i, (w, h))[:, :, ::-1].transpose(2, 0, 1)[None] / 255.0).astype(np.float32)}
-             for i in images]
+    from export import quantize  # tools/export.py
+    from mobileinst.export_openvino import nncf_available, quantize_openvino
 
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter(feeds)
-
-        def get_next(self):
-            return next(self.it, None)
-
-    quantize_static(os.path.join(d, "yolo.onnx"), os.path.join(d, "yolo_int8.onnx"), Reader(),
-                    quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    per_channel=True)
+    feeds = {"yolo": [{"images": (cv2.resize(i, (w, h))[:, :, ::-1].transpose(2, 0, 1)[None] / 255.0)
+                       .astype(np.float32)} for i in images]}
+    quantize(d, feeds)
+    if nncf_available():
+        quantize_openvino(d, feeds)
 
 
 def main(argv=None):

@@ -13,6 +13,8 @@ Writes (``mobileinst.export`` describes the graphs):
   nonkeyframe.onnx      image, kernels -> mask_probs   (kernel reuse: no instance decoder)
   *.ts                  the same graphs as TorchScript (torch.jit.trace)
   *_int8.onnx           with --quantize: static int8 (QDQ) quantization by onnxruntime
+  *_int8.xml/.bin       with --quantize, where nncf is installed: the same calibration through NNCF,
+                        as OpenVINO IR that OpenVINO runs as int8 (mobileinst.export_openvino)
   *.ncnn.param/.bin/.json  with --ncnn: the graphs for ncnn, through pnnx (mobileinst.export_ncnn)
   export_meta.json      input size/format, normalisation, classes, thresholds, ranking, video settings
 and checks every ONNX graph against PyTorch with onnxruntime. The runtime
@@ -38,6 +40,7 @@ from mobileinst.config import load_mobileinst_config  # noqa: E402
 from mobileinst.utils.cli import config_argument_parser, parse_with_overrides  # noqa: E402
 from mobileinst.data import check_num_classes  # noqa: E402
 from mobileinst.export import GRAPHS, build_export_meta, build_graph_modules  # noqa: E402
+from mobileinst.export_openvino import nncf_available, quantize_openvino  # noqa: E402
 from mobileinst.utils.checkpoint import load_weights  # noqa: E402
 from mobileinst.utils.fuse import fuse_conv_bn  # noqa: E402
 from mobileinst_core.export_meta import write_export_meta  # noqa: E402
@@ -133,17 +136,10 @@ def calibration_images(calib_dir, height, width, fmt, num=16):
     return out
 
 
-def quantize(output, graphs, images, nonkey_images):
-    """Static int8 QDQ quantization of the ONNX graphs (onnxruntime.quantization)."""
+def calibration_feeds(output, graphs, images, nonkey_images):
+    """{graph name: [{input name: array}]} for int8 calibration: the images, and for the
+    graphs that take kernels, the fp32 keyframe graph's kernels of those images."""
     import onnxruntime as ort
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    class Reader(CalibrationDataReader):
-        def __init__(self, feeds):
-            self.it = iter(feeds)
-
-        def get_next(self):
-            return next(self.it, None)
 
     key = ort.InferenceSession(os.path.join(output, "keyframe.onnx"), providers=["CPUExecutionProvider"])
     key_outs = [key.run(None, {"image": img}) for img in images]
@@ -153,12 +149,27 @@ def quantize(output, graphs, images, nonkey_images):
         "mask_head": [{"mask_features": o[4], "kernels": o[0][:4]} for o in key_outs],
         "nonkeyframe": [{"image": img, "kernels": o[0][:4]} for img, o in zip(nonkey_images, key_outs)],
     }
+    return {name: feeds[name] for name in graphs}
+
+
+def quantize(output, feeds):
+    """Static int8 QDQ quantization of the ONNX graphs (onnxruntime.quantization);
+    ``feeds``: :func:`calibration_feeds`."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self, items):
+            self.it = iter(items)
+
+        def get_next(self):
+            return next(self.it, None)
+
     written = {}
-    for name in graphs:
+    for name, items in feeds.items():
         src = os.path.join(output, f"{name}.onnx")
         dst = os.path.join(output, f"{name}_int8.onnx")
         tmp = dst + ".tmp"
-        quantize_static(src, tmp, Reader(feeds[name]), quant_format=QuantFormat.QDQ,
+        quantize_static(src, tmp, Reader(items), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
         written[name] = _replace(tmp, dst)
     return written
@@ -214,7 +225,13 @@ def _export(cfg, model, output, height, width, graphs, torchscript, do_quantize,
         nh, nw = meta.nonkey_input_size
         nonkey_images = images if (nh, nw) == (height, width) else calibration_images(calib_dir, nh, nw,
                                                                                         cfg.INPUT.FORMAT)
-        report["int8"] = quantize(output, graphs, images, nonkey_images)
+        feeds = calibration_feeds(output, graphs, images, nonkey_images)
+        report["int8"] = quantize(output, feeds)
+        if nncf_available():
+            report["int8_openvino"] = quantize_openvino(output, feeds)
+        else:
+            logger.warning("nncf is not installed: no OpenVINO int8 graphs (*_int8.xml); OpenVINO would run "
+                           "the onnxruntime int8 graphs, partly as fp32 fake quantization (pip install nncf)")
     report["meta"] = write_export_meta(output, meta)
     if ncnn:  # after export_meta.json, whose sizes and ranking settings the ncnn graphs use
         from mobileinst.export_ncnn import export_ncnn
@@ -234,7 +251,7 @@ def main(argv=None):
     parser.add_argument("--output", default="output/export")
     parser.add_argument("--graphs", nargs="+", default=list(GRAPHS), choices=list(GRAPHS))
     parser.add_argument("--no-torchscript", action="store_true")
-    parser.add_argument("--quantize", action="store_true", help="also write int8 (QDQ) graphs")
+    parser.add_argument("--quantize", action="store_true", help="also write int8 graphs (QDQ ONNX; OpenVINO IR where nncf is installed)")
     parser.add_argument("--calib-dir", default=None, help="images for int8 calibration")
     parser.add_argument("--ncnn", action="store_true",
                         help="also write the ncnn graphs (*.ncnn.*, through pnnx) for --backend ncnn")

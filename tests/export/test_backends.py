@@ -161,16 +161,47 @@ def test_backend_graphs_match_pytorch(backend, request, fused_model):
         assert _iou(m, r) >= 0.99
 
 
-def test_openvino_runs_the_int8_graphs(exported):
-    """The *_int8.onnx (QDQ) graphs run on OpenVINO: a smoke check, not a parity one."""
+def test_openvino_runs_nncfs_int8_graphs_as_int8(exported):
+    """tools/export.py --quantize writes NNCF's int8 IR for every graph; OpenVINO opens it
+    (not onnxruntime's QDQ graph), runs most convolutions and matrix products in int8, and
+    its keyframe outputs stay close to the fp32 graph's."""
     pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    from mobileinst_runtime.backends import open_graph
+
+    _, out, report = exported
+    for name in GRAPH_NAMES:
+        assert report["int8_openvino"][name] == str(out / f"{name}_int8.xml")
+        assert (out / f"{name}_int8.bin").stat().st_size > 0
+    assert not list(out.glob("*.tmp*")), "a temporary IR was left behind"
+    fp32 = open_graph(str(out), "keyframe", "openvino", 1)
+    int8 = open_graph(str(out), "keyframe_int8", "openvino", 1)
+    assert fp32.int8_share() == 0.0
+    assert not int8.int8_emulated and int8.int8_share() >= 0.5, int8.int8_share()
+    img = np.random.RandomState(2).randint(0, 255, (1, 3, H, W)).astype(np.uint8)
+    a, b = fp32({"image": img}), int8({"image": img})
+    assert b["kernels"].shape == a["kernels"].shape
+    assert np.abs(b["scores"] - a["scores"]).mean() < 0.03
+    # random weights leave wide activation ranges to int8: X_mask follows fp32's, not to the digit
+    corr = np.corrcoef(a["mask_features"].ravel(), b["mask_features"].ravel())[0, 1]
+    assert corr > 0.9, corr
+
+
+def test_openvino_runs_onnxruntimes_int8_graphs_without_an_ir(exported, tmp_path):
+    """Without NNCF's IR (nncf not installed at export), OpenVINO runs the *_int8.onnx
+    (QDQ) graphs: a smoke check against onnxruntime, not a parity one."""
+    pytest.importorskip("openvino")
+    import shutil
+
     from mobileinst_runtime.backends import open_graph
 
     _, out, _ = exported
+    for name in ("keyframe_int8.onnx", "mask_head_int8.onnx"):
+        shutil.copy(out / name, tmp_path / name)
     img = np.random.RandomState(2).randint(0, 255, (1, 3, H, W)).astype(np.uint8)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the LPT fallback's warning (see backends.OpenVinoBackend.open)
-        ov_key = open_graph(str(out), "keyframe_int8", "openvino", 1)
+        ov_key = open_graph(str(tmp_path), "keyframe_int8", "openvino", 1)
     a = open_graph(str(out), "keyframe_int8", "onnxruntime", 1)({"image": img})
     b = ov_key({"image": img})
     assert b["kernels"].shape == a["kernels"].shape
@@ -178,9 +209,20 @@ def test_openvino_runs_the_int8_graphs(exported):
     # and Matrix NMS's decay amplifies that on duplicates: close on average, not per element
     assert np.abs(b["scores"] - a["scores"]).mean() < 0.03
     feeds = {"mask_features": a["mask_features"], "kernels": a["kernels"][:5]}
-    (m_ref,), (m,) = (open_graph(str(out), "mask_head_int8", be, 1).run(None, feeds)
-                      for be in ("onnxruntime", "openvino"))
+    (m_ref,), (m,) = (open_graph(d, "mask_head_int8", be, 1).run(None, feeds)
+                      for d, be in ((str(out), "onnxruntime"), (str(tmp_path), "openvino")))
     assert m.shape == m_ref.shape and np.abs(m - m_ref).max() < 0.05
+
+
+def test_openvino_ir_without_its_weights_is_refused(exported, tmp_path):
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    from mobileinst_runtime.backends import open_graph
+
+    _, out, _ = exported
+    (tmp_path / "image_int8.xml").write_bytes((out / "image_int8.xml").read_bytes())
+    with pytest.raises(FileNotFoundError, match=r"image_int8\.bin"):
+        open_graph(str(tmp_path), "image_int8", "openvino", 1)
 
 
 # ------------------------------------------------------------------------------ the tracker and video AP

@@ -44,7 +44,8 @@ def main(argv=None):
     p.add_argument("--backend", default="onnxruntime", choices=list(BACKENDS),
                    help="onnxruntime and openvino run the *.onnx graphs, ncnn the *.ncnn.* ones "
                         "(tools/export.py --ncnn)")
-    p.add_argument("--int8", action="store_true", help="use the *_int8.onnx graphs (onnxruntime, openvino)")
+    p.add_argument("--int8", action="store_true",
+                   help="the int8 graphs (onnxruntime: *_int8.onnx; openvino: NNCF's *_int8.xml, else *_int8.onnx)")
     p.add_argument("--score-threshold", type=float, default=0.3)
     a = p.parse_args(argv)
     video, js, n = run(a.model_dir, a.input, a.output, a.threads, a.reuse_interval,

@@ -13,8 +13,10 @@ Graph names are those of tools/export.py (``image``, ``keyframe``, ``mask_head``
 is taken too. Files read per backend:
 
 * ``onnxruntime``: ``{name}.onnx`` (fp32 and the int8 QDQ graphs).
-* ``openvino``: the same ``{name}.onnx``, compiled for the CPU (f32 inference
-  precision: no bf16 on CPUs that have it; the QDQ graphs run as int8).
+* ``openvino``: ``{name}.xml`` (an OpenVINO IR: the int8 graphs NNCF wrote,
+  ``mobileinst.export_openvino``) where there is one, else the same ``{name}.onnx``;
+  compiled for the CPU (f32 inference precision: no bf16 on CPUs that have it).
+  onnxruntime's QDQ graphs compile partly as fp32 fake quantization (below).
 * ``ncnn``: ``{name}.ncnn.param`` / ``.bin`` / ``.json`` (``mobileinst.export_ncnn``);
   where a graph had to be split, the json names the numpy post-processing
   (``ranking``) that gives the same outputs as the ONNX graph, with the ranking
@@ -187,6 +189,17 @@ class _OvGraph(Graph):
             out[name] = a.astype(np.int64) if self._int_outputs[k] else a.copy()
         return out
 
+    def int8_share(self) -> float:
+        """The share of the compiled graph's convolutions and matrix products that OpenVINO
+        runs in int8 (runtime precision u8 / i8): 0 for an fp32 or emulated graph."""
+        kinds, low = 0, 0
+        for op in self.compiled.get_runtime_model().get_ops():
+            info = op.get_rt_info()
+            if "layerType" in info and info["layerType"].astype(str) in ("Convolution", "MatMul", "FullyConnected"):
+                kinds += 1
+                low += "runtimePrecision" in info and info["runtimePrecision"].astype(str) in ("u8", "i8")
+        return low / max(kinds, 1)
+
 
 def _ov_name(port) -> str:
     """The ONNX name of a port: OpenVINO may give a tensor several names (an output that
@@ -202,7 +215,7 @@ def _ov_dtype(t, ov):
 
 
 class OpenVinoBackend(Backend):
-    """``{name}.onnx`` read and compiled by OpenVINO for the CPU."""
+    """``{name}.xml`` (NNCF's int8 IR) or ``{name}.onnx`` read and compiled by OpenVINO for the CPU."""
 
     name, package, int8 = "openvino", "openvino", True
 
@@ -217,8 +230,12 @@ class OpenVinoBackend(Backend):
     def open(self, model_dir, graph, threads=0):
         ov = self.load()
         name = _graph_name(graph)
-        path = os.path.join(model_dir, f"{name}.onnx")
-        _check_file(path, "run tools/export.py first")
+        path = os.path.join(model_dir, f"{name}.xml")  # an IR: NNCF's int8 graphs (mobileinst.export_openvino)
+        if os.path.exists(path):
+            _check_file(path[: -len(".xml")] + ".bin", f"the weights of '{path}'; run tools/export.py --quantize again")
+        else:
+            path = os.path.join(model_dir, f"{name}.onnx")
+            _check_file(path, "run tools/export.py first")
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
