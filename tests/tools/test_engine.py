@@ -148,19 +148,33 @@ def test_time_budget_sets_the_schedule_from_the_measured_speed(synthetic_root, m
 
 
 def test_time_budget_refits_the_schedule_when_the_speed_changes(synthetic_root, monkeypatch):
-    trainer, budget, _ = _budget_trainer(str(synthetic_root) + "/budget_out2", monkeypatch, 100.0, "(900,)", 25)
+    trainer, budget, _ = _budget_trainer(str(synthetic_root) + "/budget_out2", monkeypatch, 200.0, "(900,)", 25)
     budget.recheck = 10
     trainer.train()
-    # iteration 24: 1 s per iteration, 75 s left -> 100 iterations; then 2 s per iteration:
-    # iteration 34: 2 s per iteration over the last 10, 55 s left -> 35 + 27 = 62; iteration 44
-    # is past half of 62, so the schedule stays
-    assert trainer.max_iter == 62 and trainer.iter == 62
+    # iteration 24: 1 s per iteration, 175 s left -> 200 iterations; then 2 s per iteration.
+    # Iteration 34: the median of the windows (1, 2) is 1.5 s, 155 s left -> 35 + 103 = 138;
+    # iteration 44: median of (1, 2, 2) = 2 s, 135 s left -> 45 + 67 = 112; iteration 54: the
+    # same speed, 115 s left -> 55 + 57 = 112; iteration 64 is past half of 112
+    assert trainer.max_iter == 112 and trainer.iter == 112
     assert budget.seconds_per_iter == pytest.approx(2.0)
+    assert 25 + 87 * 2 <= 200  # the budget holds: 25 iterations at 1 s, 87 at 2 s
+
+
+def test_time_budget_is_not_shortened_by_one_slow_window(synthetic_root, monkeypatch):
+    trainer, budget, _ = _budget_trainer(str(synthetic_root) + "/budget_out3", monkeypatch, 200.0, "(900,)",
+                                         range(85, 95))
+    budget.recheck = 10
+    trainer.train()
+    # windows of 1 s per iteration up to the last refit (iteration 94, half of 200), whose window
+    # took 2 s per iteration: the median stays 1 s, so the schedule keeps what the budget buys
+    # at 1 s: 200 s - 10 s lost = 190 iterations (fitted on that window alone: 95 + 47 = 142)
+    assert budget.seconds_per_iter == pytest.approx(1.0)
+    assert trainer.max_iter == 190 and trainer.iter == 190
 
 
 class _Tick(engine_hooks.HookBase):
-    """Advances the fake clock by one second per iteration (two from ``slow_from``)
-    and records the LR used."""
+    """Advances the fake clock by one second per iteration (two from ``slow_from``, or
+    in it where it is a range) and records the LR used."""
 
     def __init__(self, clock, lrs, slow_from=10 ** 9):
         self.clock, self.lrs, self.slow_from = clock, lrs, slow_from
@@ -169,7 +183,9 @@ class _Tick(engine_hooks.HookBase):
         self.lrs.append(self.trainer.optimizer.param_groups[0]["lr"])
 
     def after_step(self):
-        self.clock.now += 1.0 if self.trainer.iter < self.slow_from else 2.0
+        slow = self.trainer.iter in self.slow_from if isinstance(self.slow_from, range) \
+            else self.trainer.iter >= self.slow_from
+        self.clock.now += 2.0 if slow else 1.0
 
 
 def test_step_profiler_times_every_phase(synthetic_root):

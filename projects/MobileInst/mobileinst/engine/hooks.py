@@ -11,6 +11,7 @@
 * :class:`ProgressBar`: a tqdm bar with the ETA on the main process.
 """
 import logging
+import statistics
 import time
 
 import torch
@@ -92,13 +93,15 @@ class TimeBudget(HookBase):
     the LR schedule is rebuilt from ``build_scheduler(max_iter)``. Every
     ``recheck`` iterations until half the schedule (before any LR step) the
     speed is measured again over the ``recheck`` iterations just done and the
-    schedule is refitted: the rest of the budget is spent at the speed of now,
-    so that a slow start (a busy moment, warm-up) does not shorten the whole
-    schedule. All processes take the main process's decision.
+    schedule is refitted on the median speed of the last ``windows`` such
+    measurements: the rest of the budget is spent at the speed of now, so that
+    a slow start (warm-up) does not shorten the whole schedule, and one slow
+    window (a busy moment) does not either, while a lasting change of speed is
+    taken from its second window on. All processes take the main process's decision.
     """
 
     def __init__(self, budget_s: float, build_scheduler, skip: int = 5, measure: int = 20,
-                 recheck: int = 100):
+                 recheck: int = 100, windows: int = 3):
         if budget_s <= 0:
             raise ValueError(f"SOLVER.TIME_BUDGET={budget_s}: expected seconds > 0")
         self.budget_s = float(budget_s)
@@ -106,6 +109,8 @@ class TimeBudget(HookBase):
         self.skip = int(skip)
         self.measure = max(1, int(measure))
         self.recheck = max(1, int(recheck))
+        self.windows = max(1, int(windows))
+        self._speeds = []  # seconds per iteration of each measured window
         self.seconds_per_iter = None
         self._t0 = self._tm = None
 
@@ -125,7 +130,8 @@ class TimeBudget(HookBase):
             return
         now = time.perf_counter()
         since, start = self._tm
-        spi = (now - since) / (self.trainer.iter + 1 - start)  # the iterations since the last fit
+        self._speeds.append((now - since) / (self.trainer.iter + 1 - start))  # the iterations since the last fit
+        spi = statistics.median(self._speeds[-self.windows:])
         self._tm = (now, self.trainer.iter + 1)
         left = self.budget_s - (now - self._t0)
         new_max = self.trainer.iter + 1 + max(1, int(left / spi))
