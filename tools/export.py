@@ -251,7 +251,8 @@ def main(argv=None):
     parser.add_argument("--output", default="output/export")
     parser.add_argument("--graphs", nargs="+", default=list(GRAPHS), choices=list(GRAPHS))
     parser.add_argument("--no-torchscript", action="store_true")
-    parser.add_argument("--quantize", action="store_true", help="also write int8 graphs (QDQ ONNX; OpenVINO IR where nncf is installed)")
+    parser.add_argument("--quantize", action="store_true",
+                        help="also write int8 graphs (QDQ ONNX; OpenVINO IR where nncf is installed)")
     parser.add_argument("--calib-dir", default=None, help="images for int8 calibration")
     parser.add_argument("--ncnn", action="store_true",
                         help="also write the ncnn graphs (*.ncnn.*, through pnnx) for --backend ncnn")
