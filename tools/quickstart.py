@@ -39,6 +39,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 from detectron2.data.detection_utils import read_image  # noqa: E402
 from detectron2.engine import hooks  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
+from detectron2.utils.env import seed_all_rng  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 from detectron2.utils.visualizer import ColorMode, Visualizer  # noqa: E402
 
@@ -105,7 +106,9 @@ def _train_here(cfg):
     budget, iterations done, seconds in training steps and per iteration, images
     per second, processes; the results of the evaluation that detectron2's
     EvalHook runs when training ends, which is not counted as training). The
-    main process saves <OUTPUT_DIR>/model_final.pth."""
+    main process saves <OUTPUT_DIR>/model_final.pth. ``SEED`` >= 0 seeds every random
+    generator (process k: SEED + k) as detectron2's default_setup does in train_net.py."""
+    seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + comm.get_rank())
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=False)
     start = time.perf_counter()
