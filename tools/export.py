@@ -208,7 +208,19 @@ def export(cfg, output, height, width, graphs=GRAPHS, torchscript=True, do_quant
         raise
 
 
+def _remove_stale_int8(output, graphs):
+    """Remove int8 graphs of an earlier export of ``graphs`` in ``output``: they would not
+    match the new fp32 graphs, and the OpenVINO backend prefers an IR to the ONNX graph."""
+    for name in graphs:
+        for ext in (".onnx", ".xml", ".bin"):
+            path = os.path.join(output, f"{name}_int8{ext}")
+            if os.path.exists(path):
+                os.remove(path)
+                logger.info(f"removed {path} (an earlier export's int8 graph)")
+
+
 def _export(cfg, model, output, height, width, graphs, torchscript, do_quantize, calib_dir, ncnn):
+    _remove_stale_int8(output, graphs)
     meta = build_export_meta(cfg, model, height, width)
     modules = build_graph_modules(model, height, width, meta.tracker.nonkey_scale)
     report = {"onnx": {}, "torchscript": {}, "parity": {}}
