@@ -174,17 +174,14 @@ def test_training_in_two_processes(synthetic_root, tmp_path, monkeypatch):
     assert any(not torch.equal(before[k], after[k]) for k in saved if after[k].is_floating_point())
 
 
-def test_seed_makes_training_repeatable(synthetic_root, tmp_path, monkeypatch):
+def test_seed_makes_training_repeatable(synthetic_root, tmp_path):
     """SEED >= 0 seeds the model's initialisation, the sampler and the augmentations (as
     train_net.py's default_setup): two trainings give the same weights; SEED -1 does not."""
     import torch
     from conftest import small_cfg
 
-    monkeypatch.setenv("DETECTRON2_DATASETS", synthetic_root)
-
-    def weights(seed, name):
-        cfg = small_cfg("DATASETS.TRAIN", "('synthetic_coco_train',)", "DATASETS.TEST", "('synthetic_coco_val',)",
-                        "SOLVER.MAX_ITER", "3", "SOLVER.STEPS", "()", "SEED", str(seed),
+    def weights(seed, name):  # in this process: the fixture's test_synthetic_* sets
+        cfg = small_cfg("SOLVER.MAX_ITER", "3", "SOLVER.STEPS", "()", "SEED", str(seed),
                         "OUTPUT_DIR", str(tmp_path / name))
         model, _, _ = quickstart.train(cfg, processes=1)
         return model.state_dict()
