@@ -26,11 +26,12 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass
-from numbers import Integral, Real
 from typing import List, Optional, Tuple
 
 from .files import atomic_write_json
-from .tracker import TrackerSettings
+from .online_tracker import TrackerSettings, is_int, is_real
+
+_MASK_THRESHOLD = next(f for f in dataclasses.fields(TrackerSettings) if f.name == "mask_threshold")
 
 META_FILE = "export_meta.json"
 
@@ -84,20 +85,12 @@ class ExportMeta:
 
 
 # ---------------------------------------------------------------------------- validation
-def _is_int(v):
-    return isinstance(v, Integral) and not isinstance(v, bool)
-
-
-def _is_real(v):
-    return isinstance(v, Real) and not isinstance(v, bool)
-
-
 def _size(v):
-    return isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_int(x) and x > 0 for x in v)
+    return isinstance(v, (list, tuple)) and len(v) == 2 and all(is_int(x) and x > 0 for x in v)
 
 
 def _triple(v):
-    return isinstance(v, (list, tuple)) and len(v) == 3 and all(_is_real(x) for x in v)
+    return isinstance(v, (list, tuple)) and len(v) == 3 and all(is_real(x) for x in v)
 
 
 def _optional_list(kind):
@@ -111,29 +104,23 @@ _TOP = {
     "input_format": (lambda v: v in ("RGB", "BGR"), '"RGB" or "BGR"', str),
     "pixel_mean": (_triple, "3 numbers", lambda v: tuple(float(x) for x in v)),
     "pixel_std": (_triple, "3 numbers", lambda v: tuple(float(x) for x in v)),
-    "num_classes": (lambda v: _is_int(v) and v > 0, "a positive int", int),
-    "num_queries": (lambda v: _is_int(v) and v > 0, "a positive int", int),
+    "num_classes": (lambda v: is_int(v) and v > 0, "a positive int", int),
+    "num_queries": (lambda v: is_int(v) and v > 0, "a positive int", int),
     "class_names": (_optional_list(lambda x: isinstance(x, str)), "a list of str or null",
                     lambda v: None if v is None else list(v)),
-    "category_ids": (_optional_list(_is_int), "a list of ints or null", lambda v: None if v is None else list(v)),
-    "mask_threshold": (lambda v: _is_real(v) and 0 <= v <= 1, "a number in [0, 1]", float),
-    "cls_threshold": (lambda v: _is_real(v) and 0 <= v <= 1, "a number in [0, 1]", float),
-    "max_detections": (lambda v: _is_int(v) and v > 0, "a positive int", int),
+    "category_ids": (_optional_list(is_int), "a list of ints or null", lambda v: None if v is None else list(v)),
+    "mask_threshold": tuple(_MASK_THRESHOLD.metadata[k] for k in ("check", "expected", "convert")),
+    "cls_threshold": (lambda v: is_real(v) and 0 <= v <= 1, "a number in [0, 1]", float),
+    "max_detections": (lambda v: is_int(v) and v > 0, "a positive int", int),
     "multi_class": (lambda v: isinstance(v, bool), "true or false", bool),
-    "nms_sigma": (lambda v: _is_real(v) and v >= 0, "a number >= 0", float),
+    "nms_sigma": (lambda v: is_real(v) and v >= 0, "a number >= 0", float),
     "video": (lambda v: isinstance(v, dict), "an object", dict),
     "weights": (lambda v: isinstance(v, str), "a str", str),
 }
+# the video settings: TrackerSettings' fields (but mask_threshold, above) and the non-keyframe graph's sizes
 _VIDEO = {
-    "reuse_interval": (lambda v: _is_int(v) and v >= 1, "an int >= 1", int),
-    "association": (lambda v: isinstance(v, bool), "true or false", bool),
-    "max_tracks": (lambda v: _is_int(v) and v >= 0, "an int >= 0", int),
-    "track_score_threshold": (_is_real, "a number", float),
-    "association_mask_weight": (lambda v: _is_real(v) and v >= 0, "a number >= 0", float),
-    "association_score_threshold": (_is_real, "a number", float),
-    "association_min_iou": (_is_real, "a number", float),
-    "nonkey_scale": (lambda v: _is_real(v) and 0 < v <= 1, "a number in (0, 1]", float),
-    "reuse_global_features": (lambda v: isinstance(v, bool), "true or false", bool),
+    **{f.name: (f.metadata["check"], f.metadata["expected"], f.metadata["convert"])
+       for f in dataclasses.fields(TrackerSettings) if f.name != "mask_threshold"},
     "nonkey_input_size": (_size, "[height, width] of positive ints", tuple),
     "nonkey_padded_size": (_size, "[height, width] of positive ints", tuple),
 }

@@ -6,7 +6,11 @@ weights load into ``features``); its stride-4/8/16/32 outputs are pooled to
 stride-64 tokens, passed through the same transformer blocks as TopFormer to
 give the global features X6, and X6 is injected back into the stride-8/16/32
 levels to give the local features X3, X4, X5. The stride-4 level is returned
-as it is, as X2 (for MASK_DECODER.OUTPUT_STRIDE 4).
+as it is, as X2 (for the stride-4 mask decoder HighResMaskDecoder).
+
+How MobileNetV2 gives X6 the paper does not say: here with TopFormer-base's
+token transformer and semantic injection (256 channels for X3..X5, 8 heads,
+4 blocks, drop path 0.1).
 """
 import torch
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone, ShapeSpec
@@ -25,8 +29,7 @@ _STAGE_ENDS = (3, 6, 13, 17)
 class MobileNetV2Backbone(Backbone):
     """Returns ``{"x2", "x3", "x4", "x5", "x6"}`` at strides 4, 8, 16, 32, 64."""
 
-    def __init__(self, width_mult=1.0, out_channels=256, num_heads=8, depth=4,
-                 drop_path_rate=0.1, norm="BN"):
+    def __init__(self, norm="BN", width_mult=1.0, out_channels=256, num_heads=8, depth=4, drop_path_rate=0.1):
         super().__init__()
         norm_layer = nn.BatchNorm2d if norm == "BN" else (lambda ch: get_norm(norm, ch))
         self.features = mobilenet_v2(weights=None, width_mult=width_mult, norm_layer=norm_layer).features[:18]
@@ -45,15 +48,13 @@ class MobileNetV2Backbone(Backbone):
     def size_divisibility(self):
         return 64
 
-    def forward(self, x, x6=None):
-        """``x6``: global features to reuse (e.g. a keyframe's): skips the transformer."""
+    def forward(self, x):
         levels = []
         for i, m in enumerate(self.features):
             x = m(x)
             if i in _STAGE_ENDS:
                 levels.append(x)
-        if x6 is None:
-            x6 = self.trans(pyramid_pool(levels, 2))
+        x6 = self.trans(pyramid_pool(levels, 2))
         slices = torch.split(x6, self.channels, dim=1)
         out = {f"x{i + 3}": self.SIM[i](levels[i + 1], slices[i + 1]) for i in range(3)}
         out["x2"] = levels[0]
@@ -79,7 +80,7 @@ class MobileNetV2Backbone(Backbone):
 @BACKBONE_REGISTRY.register()
 def build_mobilenetv2_backbone(cfg, input_shape):
     c = cfg.MODEL.MOBILENETV2
-    model = MobileNetV2Backbone(c.WIDTH_MULT, c.OUT_CHANNELS, c.NUM_HEADS, c.DEPTH, c.DROP_PATH_RATE, c.NORM)
+    model = MobileNetV2Backbone(c.NORM)
     if c.WEIGHTS:
         model.load_torchvision_weights(c.WEIGHTS)
     return model

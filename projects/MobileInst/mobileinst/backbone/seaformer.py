@@ -115,16 +115,11 @@ class SeaFormer(Backbone):
             x = getattr(self, f"trans{i - self.first_trans + 1}")(x)
         return x
 
-    def forward(self, x, x6=None):
-        """``x6``: global features to reuse (e.g. a keyframe's): skips the last
-        stage and its SeaFormer layer, which only X6 depends on."""
+    def forward(self, x):
         out = {}
-        stages = self.num_stages if x6 is None else self.num_stages - 1
-        for i in range(stages):
+        for i in range(self.num_stages):
             x = self._stage(i, x)
             out[self._out_features[i]] = x
-        if x6 is not None:
-            out["x6"] = x6
         return out
 
 

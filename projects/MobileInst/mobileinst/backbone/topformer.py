@@ -76,27 +76,24 @@ class TopFormer(Backbone):
 
     Returns ``{"x2": X2, "x3": X3, "x4": X4, "x5": X5, "x6": X6}`` with strides
     4, 8, 16, 32, 64. X2 is the token pyramid's stride-4 level as it is (the
-    paper's mask decoder does not use it; MASK_DECODER.OUTPUT_STRIDE 4 does).
+    paper's mask decoder does not use it; the stride-4 mask decoder HighResMaskDecoder does).
     """
 
     def __init__(self, variant="base", drop_path_rate=0.1, norm="BN", depth=4, key_dim=16,
-                 mlp_ratio=2.0, attn_ratio=2.0, c2t_stride=2, pyramid_norm=None):
-        """``norm``: norm of the token transformer and of the semantic injection's
-        global branches (which run on the 1/64 token grid); ``pyramid_norm``
-        (default: ``norm``) of the token pyramid and the injection's local branch."""
+                 mlp_ratio=2.0, attn_ratio=2.0, c2t_stride=2):
+        """``norm``: norm of every layer (TopFormer's BN; GN for small-batch training)."""
         super().__init__()
         spec = variant_spec(TOPFORMER_VARIANTS, variant, "MODEL.TOPFORMER.VARIANT")
         self.variant = variant
         self.channels = list(spec["channels"])
         self.c2t_stride = c2t_stride
-        pyramid_norm = pyramid_norm or norm
-        self.tpm = TokenPyramid(spec["cfgs"], spec["embed_out_indice"], norm=pyramid_norm)
+        self.tpm = TokenPyramid(spec["cfgs"], spec["embed_out_indice"], norm=norm)
         embed_dim = sum(self.channels)
         self.trans = TokenTransformer(embed_dim, depth, key_dim, spec["num_heads"], mlp_ratio,
                                       attn_ratio, drop_path_rate, norm=norm)
         # Level 0 (stride 4) gets no injection: nn.Identity keeps the indices.
         self.SIM = nn.ModuleList(
-            nn.Identity() if oc is None else SemanticInjection(c, oc, norm, pyramid_norm)
+            nn.Identity() if oc is None else SemanticInjection(c, oc, norm)
             for c, oc in zip(self.channels, spec["out_channels"])
         )
         out_ch = spec["out_channels"]
@@ -109,11 +106,9 @@ class TopFormer(Backbone):
     def size_divisibility(self):
         return 64
 
-    def forward(self, x, x6=None):
-        """``x6``: global features to reuse (e.g. a keyframe's): skips the transformer."""
+    def forward(self, x):
         levels = self.tpm(x)
-        if x6 is None:
-            x6 = self.trans(pyramid_pool(levels, self.c2t_stride))
+        x6 = self.trans(pyramid_pool(levels, self.c2t_stride))
         slices = torch.split(x6, self.channels, dim=1)
         return {
             "x2": levels[0],
@@ -136,7 +131,7 @@ def build_topformer_backbone(cfg, input_shape):
     if input_shape.channels != 3:
         raise ValueError(f"TopFormer expects 3 input channels, got {input_shape.channels}")
     c = cfg.MODEL.TOPFORMER
-    model = TopFormer(c.VARIANT, c.DROP_PATH_RATE, c.NORM, pyramid_norm=c.PYRAMID_NORM or None)
+    model = TopFormer(c.VARIANT, c.DROP_PATH_RATE, c.NORM)
     if c.WEIGHTS:
         load_backbone_weights(model, c.WEIGHTS, "MODEL.TOPFORMER.WEIGHTS")
     return model

@@ -25,13 +25,24 @@ def is_pseudo_video_dataset(dataset_name: str) -> bool:
     return bool(MetadataCatalog.get(dataset_name).get("pseudo_video", False))
 
 
+def trains_on_frame_pairs(cfg) -> bool:
+    """True for a video meta-architecture (``MobileInstVideo`` or a subclass): it trains on
+    frame pairs (temporal query passing), and takes image sets as pseudo videos."""
+    from detectron2.modeling import META_ARCH_REGISTRY
+
+    from ..video import MobileInstVideo
+
+    arch = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
+    return isinstance(arch, type) and issubclass(arch, MobileInstVideo)
+
+
 def build_train_mapper(cfg, dataset_dicts=None):
     """The frame-pair mapper when a set of DATASETS.TRAIN is a video or pseudo-video
-    set, or with INPUT.PSEUDO_VIDEO (it takes image dicts as pseudo videos), else
-    the image mapper (``dataset_dicts``: the training set, which copy-paste takes
-    objects from)."""
+    set, or for a video meta-architecture (which takes image dicts as pseudo
+    videos), else the image mapper (``dataset_dicts``: the training set, which
+    copy-paste takes objects from)."""
     names = cfg.DATASETS.TRAIN
-    if cfg.INPUT.PSEUDO_VIDEO or any(is_video_dataset(n) or is_pseudo_video_dataset(n) for n in names):
+    if trains_on_frame_pairs(cfg) or any(is_video_dataset(n) or is_pseudo_video_dataset(n) for n in names):
         from .ytvis_mapper import build_pair_mapper
 
         return build_pair_mapper(cfg)

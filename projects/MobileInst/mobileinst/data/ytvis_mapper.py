@@ -3,8 +3,8 @@
 
 * :class:`YTVISPairMapper` (training): samples frames (t, t+d) of one video,
   d in [1, INPUT.SAMPLING_FRAME_RANGE], applies the *same* augmentation to
-  both and keeps instance identities (``gt_ids`` = track ids). With
-  ``INPUT.PSEUDO_VIDEO`` a COCO-style image dict becomes a pseudo video of two
+  both and keeps instance identities (``gt_ids`` = track ids). For
+  ``MobileInstVideo`` a COCO-style image dict becomes a pseudo video of two
   independently augmented views of the image (``gt_ids`` = annotation index).
   Output: {"image": [C,H,W tensor] * 2, "instances": [Instances] * 2, ...},
   the input of temporal query passing.

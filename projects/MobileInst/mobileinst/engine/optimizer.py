@@ -67,7 +67,7 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     )
     name = s.OPTIMIZER.upper()
     if name == "ADAMW":  # the fused kernel: one pass over each parameter (CPU and CUDA)
-        optim_cls, kwargs = torch.optim.AdamW, {"amsgrad": s.AMSGRAD, "fused": True}
+        optim_cls, kwargs = torch.optim.AdamW, {"fused": True}
     elif name == "SGD":
         optim_cls, kwargs = torch.optim.SGD, {"momentum": s.MOMENTUM, "nesterov": s.NESTEROV, "foreach": True}
     else:

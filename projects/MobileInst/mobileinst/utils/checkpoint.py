@@ -67,13 +67,6 @@ _HEAD_PREFIXES = ("head.", "classifier.", "fc.", "fc1000.", "norm_head.", "linea
 # Parameters whose first dimension is the number of classes: a checkpoint
 # trained on another class set (COCO -> YouTube-VIS) skips them.
 CLASS_HEAD_PREFIXES = ("instance_decoder.cls_head.", "instance_decoder.pooled_class_head.pooled_cls.")
-# Parameter names of older checkpoints -> their names now: the pooled class
-# head's layers were attributes of the instance decoder before it became a
-# module of its own (mobileinst.class_head.PooledClassHead).
-LEGACY_PREFIXES = (
-    ("instance_decoder.class_features.", "instance_decoder.pooled_class_head.class_features."),
-    ("instance_decoder.pooled_cls.", "instance_decoder.pooled_class_head.pooled_cls."),
-)
 # How many keys an error message names.
 _SHOW = 10
 
@@ -232,16 +225,6 @@ def _is_class_head(key, ckpt_shape, model_shape) -> bool:
             and ckpt_shape[1:] == model_shape[1:])
 
 
-def rename_legacy_keys(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """``state_dict`` with the keys of older checkpoints renamed (:data:`LEGACY_PREFIXES`)."""
-    def rename(key):
-        for old, new in LEGACY_PREFIXES:
-            if key.startswith(old):
-                return new + key[len(old):]
-        return key
-    return {rename(k): v for k, v in state_dict.items()}
-
-
 def _ignorable_missing(key: str) -> bool:
     # BatchNorm counters (absent in older checkpoints); input normalisation comes from the config.
     return key.endswith("num_batches_tracked") or key in ("pixel_mean", "pixel_std")
@@ -299,7 +282,7 @@ class MobileInstCheckpointer(DetectionCheckpointer):
     checkpoints: the model, the optimizer, the scheduler and the iteration are
     tensors, numbers and dicts, which ``weights_only`` admits.
 
-    Loading (``strict=True``, ``MODEL.MOBILEINST.CHECKPOINT_STRICT``): a
+    Loading (``strict=True``, what every MobileInst entry point uses): a
     checkpoint must fit the model, key for key and shape for shape, or a
     :class:`CheckpointMismatchError` names the first keys that do not. Two
     partial loads are meant and are logged with what they skipped:
@@ -311,8 +294,8 @@ class MobileInstCheckpointer(DetectionCheckpointer):
       bare or under ``backbone.``, its classification head dropped): the
       decoders start from their initialisation.
 
-    ``strict=False`` is detectron2's behaviour: whatever fits is loaded, the
-    rest is logged.
+    ``strict=False`` (for a Python caller) is detectron2's behaviour: whatever
+    fits is loaded, the rest is logged.
     """
 
     def __init__(self, model, save_dir="", *, strict: bool = True, field: str = "MODEL.WEIGHTS", **kwargs):
@@ -390,7 +373,6 @@ class MobileInstCheckpointer(DetectionCheckpointer):
             sd = align_and_update_state_dicts(self.model.state_dict(), sd,
                                               c2_conversion=checkpoint.get("__author__", None) == "Caffe2")
         _strip_prefix_if_present(sd, "module.")
-        sd = rename_legacy_keys(sd)
         if not self.strict:
             checkpoint["model"] = sd
             return super()._load_model(checkpoint)
@@ -405,8 +387,7 @@ class MobileInstCheckpointer(DetectionCheckpointer):
         hint = ("Use the config the checkpoint was trained with (MODEL.TOPFORMER.VARIANT or "
                 "MODEL.SEAFORMER.VARIANT, MODEL.MOBILEINST.* "
                 "sizes and options) or the checkpoint of this config. Partial loads that are meant: another "
-                "number of classes (the class head is skipped) and backbone-only (ImageNet) weights. "
-                "MODEL.MOBILEINST.CHECKPOINT_STRICT False loads whatever fits.")
+                "number of classes (the class head is skipped) and backbone-only (ImageNet) weights.")
         body = _backbone_only(own, sd)
         if body is not None:
             unexpected = sorted(k for k in body if k not in own)
@@ -446,9 +427,9 @@ class MobileInstCheckpointer(DetectionCheckpointer):
 
 
 def build_checkpointer(cfg, model, save_dir: str = "", **checkpointables) -> MobileInstCheckpointer:
-    """The checkpointer of ``cfg`` (``MODEL.MOBILEINST.CHECKPOINT_STRICT``)."""
-    strict = cfg.MODEL.MOBILEINST.get("CHECKPOINT_STRICT", True) if cfg is not None else True
-    return MobileInstCheckpointer(model, save_dir, strict=strict, **checkpointables)
+    """The strict checkpointer every MobileInst entry point loads with (``cfg`` is unused
+    and kept for detectron2's signature of checkpointer builders)."""
+    return MobileInstCheckpointer(model, save_dir, **checkpointables)
 
 
 def load_weights(model: torch.nn.Module, path: str, cfg=None, field: str = "MODEL.WEIGHTS"):

@@ -1,6 +1,6 @@
 # Copyright (c) MobileInst authors. Licensed under the Apache License 2.0.
 """Online video instance segmentation with the PyTorch model: the online tracker
-of :mod:`mobileinst_core.tracker` (kernel reuse every T frames, kernel
+of :mod:`mobileinst_core.online_tracker` (kernel reuse every T frames, kernel
 association between keyframes, track bookkeeping; shared with the ONNX
 runtime) driven by the model.
 
@@ -11,7 +11,7 @@ runtime) driven by the model.
   and the mask decoder run, ``M_{t+i} = K_t . X_mask^{t+i}``). Beyond the paper,
   ``nonkey_scale`` < 1 runs those frames at a smaller size (the kernels are 1x1
   dynamic convs, so they apply at any scale) and pastes their masks at the full
-  size; ``reuse_global_features`` also reuses the keyframe's X6.
+  size.
 """
 import cv2
 import numpy as np
@@ -19,10 +19,11 @@ import torch
 from detectron2.config import configurable
 from detectron2.structures import Boxes, Instances
 from mobileinst_core.sizes import nonkey_size
-from mobileinst_core.tracker import Keyframe, OnlineTracker, TrackerSettings
+from mobileinst_core.online_tracker import Keyframe, OnlineTracker, TrackerSettings
 
 from ..config import build_tracker_settings
 from ..postprocess import binarize_masks
+from .keyframe import keyframe_scores
 
 
 class VideoTracker(OnlineTracker):
@@ -30,18 +31,17 @@ class VideoTracker(OnlineTracker):
     def __init__(self, model, *, settings: TrackerSettings, output_size=None, keep_results: bool = True):
         """
         Args:
-            model: a :class:`mobileinst.MobileInst` in eval mode.
+            model: a :class:`mobileinst.MobileInst` (or ``MobileInstVideo``) in eval mode.
             settings: the video settings (:func:`mobileinst.config.build_tracker_settings`).
             output_size: (height, width) of the returned masks; default the
                 size of the input frames.
             keep_results: keep per-frame RLEs for :meth:`ytvis_result`.
 
         ``VideoTracker(cfg, model, ...)`` builds the settings from the config;
-        :meth:`from_model` takes the model's (from the config it was built from).
+        :meth:`from_model` takes a ``MobileInstVideo``'s (from the config it was built from).
         """
         self.model = model
         self.nonkey_scale = float(settings.nonkey_scale)
-        self.reuse_global_features = bool(settings.reuse_global_features)
         self.output_size = output_size if output_size and None not in output_size else None
         super().__init__(settings, self._run_keyframe, self._frame_masks, keep_results)
 
@@ -53,15 +53,12 @@ class VideoTracker(OnlineTracker):
     @classmethod
     def from_model(cls, model, output_size=None, keep_results: bool = True, **overrides):
         """The tracker of ``model``'s settings (``model.tracker_settings``, from its
-        config), with ``overrides`` of :class:`~mobileinst_core.tracker.TrackerSettings` fields."""
+        config), with ``overrides`` of :class:`~mobileinst_core.online_tracker.TrackerSettings` fields."""
         if getattr(model, "tracker_settings", None) is None:
-            raise ValueError("The model has no tracker_settings; use VideoTracker(cfg, model)")
+            raise ValueError(f"{type(model).__name__} has no tracker_settings (MobileInstVideo has); "
+                             "use VideoTracker(cfg, model)")
         return cls(model, settings=model.tracker_settings.replace(**overrides), output_size=output_size,
                    keep_results=keep_results)
-
-    def reset(self):
-        super().reset()
-        self.x6 = None  # X6 of the last keyframe (reuse_global_features)
 
     @property
     def kernels(self):
@@ -72,10 +69,9 @@ class VideoTracker(OnlineTracker):
     def _run_keyframe(self, frame: torch.Tensor) -> Keyframe:
         model = self.model
         images = model.preprocess([frame])
-        x6, x_mask = model.encode(images.tensor, x6=None)
+        x6, x_mask = model.encode(images.tensor)
         out = model.instance_decoder(x6, x_mask)
-        scores, _, per_class = model.keyframe_scores(out, x_mask)
-        self.x6 = x6 if self.reuse_global_features else None
+        scores, _, per_class = keyframe_scores(model, out, x_mask)
         return Keyframe(_np(out["pred_kernels"][0]), _np(scores), _np(per_class), _np(x_mask[0]),
                         context=(images, x_mask))
 
@@ -87,7 +83,7 @@ class VideoTracker(OnlineTracker):
             if self.nonkey_scale != 1.0:
                 frame = rescale_frame(frame, self.nonkey_scale)
             images = model.preprocess([frame])
-            _, x_mask = model.encode(images.tensor, x6=self.x6 if self.reuse_global_features else None)
+            _, x_mask = model.encode(images.tensor)
         out_size = tuple(int(s) for s in (self.output_size or self.frame_size))
         if not len(kernels):
             return np.zeros((0,) + out_size, dtype=bool), torch.zeros((0, 4))

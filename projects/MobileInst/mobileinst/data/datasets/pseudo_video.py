@@ -5,7 +5,7 @@ A pseudo-video set is an image set (e.g. ``coco_2017_train``) relabelled by a
 category map (:mod:`.coco_to_ytvis`) into the classes of a video set:
 annotations of unmapped categories are dropped and so are the images left
 without a (non-crowd) annotation. Its dicts are image dicts; the frame-pair
-mapper (``YTVISPairMapper``, the ``INPUT.PSEUDO_VIDEO`` path) turns each into a
+mapper (``YTVISPairMapper``) turns each into a
 pseudo video of two independently augmented views, so that it trains temporal
 query passing next to the real videos of ``DATASETS.TRAIN``.
 """

@@ -9,7 +9,7 @@ keyframe's kernels are reused on their X_mask (kernel reuse:
 ``M_{t+i} = K_t . X_mask^{t+i}``).
 
 Track identity = query slot. At each keyframe the new kernels are matched to
-the previous keyframe's (:func:`mobileinst_core.association.associate`) and
+the previous keyframe's (:func:`mobileinst_core.kernel_association.associate`) and
 permuted into the slots they continue (kernel association); without
 association slot i is simply query i. Class scores are averaged over keyframes
 per slot (MinVIS, :class:`mobileinst_core.track_book.TrackBook`). A slot gives
@@ -30,37 +30,78 @@ State is O(N x (D + C)): the memory of a stream does not grow with its length,
 unless ``keep_results`` keeps the per-frame RLEs of the YouTube-VIS output.
 """
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from numbers import Integral, Real
 from typing import Any, Callable, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .association import associate
+from .kernel_association import associate
 from .track_book import TrackBook
+
+
+def _setting(default, config_key: str, check: Callable[[Any], bool], expected: str, convert: type):
+    """A field of :class:`TrackerSettings`: its default (the config's), its config key
+    under MODEL.MOBILEINST, and how export_meta.json's reader checks and converts it."""
+    return field(default=default, metadata={"config_key": config_key, "check": check, "expected": expected,
+                                            "convert": convert})
+
+
+def is_int(v) -> bool:
+    return isinstance(v, Integral) and not isinstance(v, bool)
+
+
+def is_real(v) -> bool:
+    return isinstance(v, Real) and not isinstance(v, bool)
+
+
+def is_bool(v) -> bool:
+    return isinstance(v, bool)
 
 
 @dataclass(frozen=True)
 class TrackerSettings:
-    """The video settings of the online tracker. Their defaults live in
-    ``mobileinst/config.py`` (MODEL.MOBILEINST.VIDEO and INFERENCE.MASK_THRESHOLD);
-    the export writes them into export_meta.json ("video"), which is how the
-    runtime, without detectron2, gets them (:mod:`mobileinst_core.export_meta`).
+    """The video settings of the online tracker, written once: each field's default
+    is the config's (``mobileinst.config`` adds MODEL.MOBILEINST.VIDEO from these
+    fields), the PyTorch tracker is built from them
+    (``mobileinst.config.build_tracker_settings``), and the export writes them into
+    export_meta.json ("video"; :mod:`mobileinst_core.export_meta` derives the
+    checks of its reader from the fields' metadata), which is how the runtime,
+    without detectron2, gets them.
     """
 
-    reuse_interval: int  # VIDEO.REUSE_INTERVAL, T
-    association: bool  # VIDEO.ASSOCIATION
-    max_tracks: int  # VIDEO.MAX_TRACKS: (slot, class) pairs of the YouTube-VIS result
-    track_score_threshold: float  # VIDEO.TRACK_SCORE_THRESHOLD
-    association_mask_weight: float  # VIDEO.ASSOCIATION_MASK_WEIGHT
-    association_score_threshold: float  # VIDEO.ASSOCIATION_SCORE_THRESHOLD
-    association_min_iou: float  # VIDEO.ASSOCIATION_MIN_IOU
-    mask_threshold: float  # INFERENCE.MASK_THRESHOLD (masks of the association's mask term)
-    # VIDEO.NONKEY_SCALE: non-keyframes run at this scale (the runtime's
-    # non-keyframe graph was exported at it)
-    nonkey_scale: float
-    # VIDEO.REUSE_GLOBAL_FEATURES: non-keyframes reuse the keyframe's X6 (PyTorch
-    # only: the exported non-keyframe graph computes X6 itself)
-    reuse_global_features: bool
+    # Kernel reuse: run the instance decoder every T frames (the paper's T = 3).
+    reuse_interval: int = _setting(3, "VIDEO.REUSE_INTERVAL", lambda v: is_int(v) and v >= 1, "an int >= 1", int)
+    # Kernel association between keyframes (the paper: cosine similarity;
+    # DEFAULT, MinVIS's: Hungarian assignment).
+    association: bool = _setting(True, "VIDEO.ASSOCIATION", is_bool, "true or false", bool)
+    # YouTube-VIS output: keep the top-k (slot, class) pairs per video (DEFAULT 10, MinVIS's).
+    max_tracks: int = _setting(10, "VIDEO.MAX_TRACKS", lambda v: is_int(v) and v >= 0, "an int >= 0", int)
+    # Ours: a slot gives masks on a frame only where its keyframe score is above
+    # this (keeps per-frame cost and output size bounded).
+    track_score_threshold: float = _setting(0.05, "VIDEO.TRACK_SCORE_THRESHOLD", is_real, "a number", float)
+    # Beyond the paper: > 0 first matches confident tracks (keyframe score >
+    # association_score_threshold) to confident queries on 1 - cosine + this
+    # weight x (1 - mask IoU), the IoU of the masks that the previous keyframe's
+    # kernels and the new kernels give on the new keyframe (kernel reuse one
+    # frame further); pairs below association_min_iou are dropped; the rest is
+    # matched on cosine. A kernel stays closest to its own query's kernel even
+    # when a stronger query has taken over the object; cosine alone cannot see it.
+    association_mask_weight: float = _setting(0.0, "VIDEO.ASSOCIATION_MASK_WEIGHT", lambda v: is_real(v) and v >= 0,
+                                              "a number >= 0", float)
+    association_score_threshold: float = _setting(0.2, "VIDEO.ASSOCIATION_SCORE_THRESHOLD", is_real, "a number",
+                                                  float)
+    association_min_iou: float = _setting(0.1, "VIDEO.ASSOCIATION_MIN_IOU", is_real, "a number", float)
+    # Beyond the paper: non-keyframes run the backbone and the mask decoder on
+    # the frame resized by this factor (the keyframe's kernels, 1x1 dynamic
+    # convs, apply at any scale; masks are pasted at full size). 1.0 = the
+    # paper. The runtime's non-keyframe graph is exported at this scale.
+    nonkey_scale: float = _setting(1.0, "VIDEO.NONKEY_SCALE", lambda v: is_real(v) and 0 < v <= 1,
+                                   "a number in (0, 1]", float)
+    # INFERENCE.MASK_THRESHOLD: the masks of the association's mask term (in
+    # export_meta.json at the top level, where the image graphs read it too)
+    mask_threshold: float = _setting(0.45, "INFERENCE.MASK_THRESHOLD", lambda v: is_real(v) and 0 <= v <= 1,
+                                     "a number in [0, 1]", float)
 
     def __post_init__(self):
         if int(self.reuse_interval) < 1:

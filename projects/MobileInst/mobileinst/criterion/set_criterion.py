@@ -1,24 +1,24 @@
 # Copyright (c) MobileInst authors. Licensed under the Apache License 2.0.
 """Training losses: every loss of a training step, given the model's outputs and the targets.
 
-Per set of N predictions, matched to the targets (:mod:`mobileinst.matcher`):
-L = w_cls * L_cls + w_dice * L_dice + w_pix * L_bce + w_obj * L_obj.
+Per set of N predictions, matched to the targets (:mod:`mobileinst.criterion.matcher`),
+the paper's L = w_cls L_cls + L_mask + w_obj L_obj with L_mask = w_dice L_dice + w_bce L_bce:
 
-* L_cls: sigmoid focal loss over all N queries (unmatched ones are negatives).
-* L_mask = dice + pixel-wise BCE on the matched queries.
-* L_obj: BCE between the objectness logit and the IoU of the matched query's
-  binarised mask with its target (IoU-aware objectness).
+* "loss_cls", L_cls: sigmoid focal loss over all N queries (unmatched ones are negatives);
+* "loss_mask_dice" and "loss_mask_bce", the two terms of L_mask: dice and
+  pixel-wise BCE on the matched queries;
+* "loss_obj", L_obj: BCE between the objectness logit and the IoU of the matched
+  query's binarised mask with its target (IoU-aware objectness).
 
 Sums are normalised by the number of target instances (averaged over all
 processes), as in DETR and SparseInst.
 
 ``SetCriterion(outputs, targets)`` returns all losses of a step
 (:meth:`SetCriterion.forward`): those of the instance predictions; with
-DECODER.DEEP_SUPERVISION those of the global stage's queries ("_global"); with
-temporal query passing, L_mask of frame t's queries on frame t+d under frame
-t+d's assignment M^{t+d} ("_qp"); with the pooled class head
-(DECODER.POOLED_CLASS_HEAD) its losses on the ground-truth masks
-("loss_pooled_cls", "loss_dense_cls"). :meth:`SetCriterion.set_losses` is
+temporal query passing (``mobileinst.video.MobileInstVideo``), L_mask of frame
+t's queries on frame t+d under frame t+d's assignment M^{t+d} ("_qp"); with
+the pooled class head (``PooledClassDualInstanceDecoder``) its losses on the
+ground-truth masks ("loss_pooled_cls", "loss_dense_cls"). :meth:`SetCriterion.set_losses` is
 the loss of one set of predictions.
 """
 from typing import Dict, List, Optional, Tuple
@@ -59,8 +59,8 @@ class SetCriterion(nn.Module):
     @configurable
     def __init__(self, *, num_classes: int, matcher: HungarianMatcher, class_weight: float,
                  dice_weight: float, pixel_weight: float, objectness_weight: float,
-                 focal_alpha: float = 0.25, focal_gamma: float = 2.0, iou_threshold: float = 0.4,
-                 pooled_class_weight: float = 0.0, dense_class_weight: float = 0.0):
+                 focal_alpha: float, focal_gamma: float, iou_threshold: float,
+                 pooled_class_weight: float, dense_class_weight: float):
         """
         Args:
             pooled_class_weight: LOSS.POOLED_CLASS_WEIGHT, the weight of the
@@ -73,9 +73,9 @@ class SetCriterion(nn.Module):
         self.matcher = matcher
         self.weights = {
             "loss_cls": class_weight,
-            "loss_dice": dice_weight,
-            "loss_mask": pixel_weight,
-            "loss_objectness": objectness_weight,
+            "loss_mask_dice": dice_weight,
+            "loss_mask_bce": pixel_weight,
+            "loss_obj": objectness_weight,
         }
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
@@ -108,11 +108,7 @@ class SetCriterion(nn.Module):
             outputs: the model's outputs:
 
                 * "pred_logits" (B, N, C), "pred_objectness" (B, N), "pred_masks"
-                  (B, N, h, w): the instance predictions of the images supervised
-                  as images, the last B of ``targets`` (all of them but on frame
-                  pairs without SUPERVISE_KEY_FRAME, where frame t is not);
-                * "global_outputs" (optional, DECODER.DEEP_SUPERVISION): the same
-                  of the global stage's queries Q_G, matched on their own: "_global";
+                  (B, N, h, w): the instance predictions of every image of ``targets``;
                 * "passed_outputs" (optional, temporal query passing): {"pred_masks"
                   (b, N, h, w)} of frame t's Q_G through the local stage of frame
                   t+d, the last b of ``targets``; L_mask under frame t+d's
@@ -122,16 +118,13 @@ class SetCriterion(nn.Module):
             targets: per image {"labels": (M,), "masks": (M, h, w) in [0, 1]}
                 at the resolution of "pred_masks" (the frames t, then t+d, of
                 frame pairs).
-            class_head: the model's :class:`mobileinst.class_head.PooledClassHead`
-                (DECODER.POOLED_CLASS_HEAD), or None.
+            class_head: the instance decoder's
+                :class:`~mobileinst.instance_decoder.PooledClassHead`, or None.
         Returns:
             weighted losses by name.
         """
-        own = targets[len(targets) - outputs["pred_logits"].shape[0]:]
         preds = {k: outputs[k] for k in ("pred_logits", "pred_objectness", "pred_masks")}
-        losses, indices = self.set_losses(preds, own, return_indices=True)
-        if "global_outputs" in outputs:
-            losses.update(_suffixed(self.set_losses(outputs["global_outputs"], own), "_global"))
+        losses, indices = self.set_losses(preds, targets, return_indices=True)
         if "passed_outputs" in outputs:
             b = outputs["passed_outputs"]["pred_masks"].shape[0]
             passed = self.set_losses(outputs["passed_outputs"], targets[-b:], indices[-b:], mask_only=True)
@@ -153,14 +146,14 @@ class SetCriterion(nn.Module):
             indices: an assignment M of queries to targets, per image (query
                 indices, target indices), to use instead of matching these outputs
                 (the passed branch of temporal query passing shares frame t+d's M^{t+d}).
-            mask_only: L_mask alone (loss_dice and loss_mask), no class or
-                objectness term.
+            mask_only: L_mask alone (loss_mask_dice and loss_mask_bce), no class
+                or objectness term.
             return_indices: also return the assignment used.
         Returns:
-            weighted losses: loss_cls, loss_dice, loss_mask, loss_objectness (or
+            weighted losses: loss_cls, loss_mask_dice, loss_mask_bce, loss_obj (or
             the two of L_mask); with ``return_indices``, (losses, M).
         """
-        terms = ("loss_dice", "loss_mask") if mask_only else tuple(self.weights)
+        terms = ("loss_mask_dice", "loss_mask_bce") if mask_only else tuple(self.weights)
         # Matching and losses in float32, also under mixed precision
         # (SOLVER.AMP.ENABLED): sums over the pixels of a mask overflow float16.
         with torch.autocast(device_type=outputs["pred_masks"].device.type, enabled=False):
@@ -193,33 +186,33 @@ class SetCriterion(nn.Module):
             losses["loss_cls"] = sigmoid_focal_loss(logits, cls_target, self.focal_alpha, self.focal_gamma,
                                                     "sum") / num
 
-        with_obj = "loss_objectness" in terms
+        with_obj = "loss_obj" in terms
         if q_idx.numel():
             src_masks = masks[b_idx, q_idx]
             tgt_masks = torch.cat([t["masks"][j] for t, (_, j) in zip(targets, indices)]).to(src_masks.dtype)
-            losses["loss_dice"] = dice_loss(src_masks, tgt_masks) / num
-            losses["loss_mask"] = F.binary_cross_entropy_with_logits(src_masks, tgt_masks, reduction="mean")
+            losses["loss_mask_dice"] = dice_loss(src_masks, tgt_masks) / num
+            losses["loss_mask_bce"] = F.binary_cross_entropy_with_logits(src_masks, tgt_masks, reduction="mean")
             if with_obj:
                 ious = mask_iou(src_masks, tgt_masks, self.iou_threshold)
                 obj = outputs["pred_objectness"][b_idx, q_idx]
-                losses["loss_objectness"] = F.binary_cross_entropy_with_logits(obj, ious, reduction="mean")
+                losses["loss_obj"] = F.binary_cross_entropy_with_logits(obj, ious, reduction="mean")
         else:
             # keep every parameter in the graph (DDP) with zero-valued losses
             zero = masks.sum() * 0.0 + (outputs["pred_objectness"].sum() * 0.0 if with_obj else 0.0)
-            losses.update({k: zero for k in ("loss_dice", "loss_mask", "loss_objectness") if k in terms})
+            losses.update({k: zero for k in ("loss_mask_dice", "loss_mask_bce", "loss_obj") if k in terms})
         return losses
 
     # ------------------------------------------------------------ pooled class head
     def pooled_class_losses(self, class_head: nn.Module, x_mask: torch.Tensor,
                             targets: List[dict]) -> Dict[str, torch.Tensor]:
-        """DECODER.POOLED_CLASS_HEAD: "loss_pooled_cls", the cross-entropy of the
+        """PooledClassDualInstanceDecoder: "loss_pooled_cls", the cross-entropy of the
         pooled class head on X_mask features averaged inside each ground-truth
         mask (LOSS.POOLED_CLASS_WEIGHT), and with LOSS.DENSE_CLASS_WEIGHT
         "loss_dense_cls" (:meth:`dense_class_loss`). Trains the class features
         without the duplicates and label noise of matching.
 
         Args:
-            class_head: the :class:`mobileinst.class_head.PooledClassHead`.
+            class_head: the :class:`mobileinst.instance_decoder.PooledClassHead`.
             x_mask: X_mask (B, D, h, w) of the images of ``targets``.
         """
         feats = class_head.feature_map(x_mask)  # once, for the pooled and the dense loss

@@ -1,9 +1,10 @@
 # Copyright (c) MobileInst authors. Licensed under the Apache License 2.0.
-"""The pooled class head (DECODER.POOLED_CLASS_HEAD; beyond the paper).
+"""The pooled class head and the instance decoder that adds it (beyond the paper).
 
-Class logits of a query from features of X_mask averaged inside its soft mask
-sigmoid(K . X_mask), added by the instance decoder to the logits of its class
-head (:class:`mobileinst.instance_decoder.DualInstanceDecoder`)::
+:class:`PooledClassDualInstanceDecoder` (INSTANCE_DECODER.NAME) is the paper's
+dual instance decoder whose class logits get those of a :class:`PooledClassHead`
+added: class logits of a query from features of X_mask averaged inside its
+soft mask sigmoid(K . X_mask)::
 
     F = class_features(X_mask)                (B, D, h, w)
     logits_n = pooled_cls(sum_p w_np F_p / (sum_p w_np + 1))
@@ -13,24 +14,26 @@ The criterion also trains it on the ground-truth masks
 LOSS.POOLED_CLASS_WEIGHT, and LOSS.DENSE_CLASS_WEIGHT with its MLP at every
 position of F), without the duplicates and label noise of matching.
 """
+from typing import Dict
+
 import torch
 import torch.nn.functional as F
-from detectron2.config import configurable
 from torch import nn
 
-from .layers import get_norm
+from ..layers import get_norm
+from . import INSTANCE_DECODER_REGISTRY
+from .dual import DualInstanceDecoder
 
 
 class PooledClassHead(nn.Module):
-    @configurable
-    def __init__(self, *, channels: int, hidden_dim: int, num_classes: int, mask_stride: int = 8):
+    def __init__(self, *, channels: int, hidden_dim: int, num_classes: int, mask_stride: int):
         """
         Args:
             channels: channels of X_mask (MASK_DECODER.KERNEL_DIM).
-            hidden_dim: width of the MLP (DECODER.HIDDEN_DIM).
+            hidden_dim: width of the MLP (INSTANCE_DECODER.HIDDEN_DIM).
             num_classes: number of classes C.
-            mask_stride: stride of X_mask (MASK_DECODER.OUTPUT_STRIDE); on a
-                finer one than the paper's 1/8 the head works at stride 8.
+            mask_stride: stride of X_mask; on a finer one than the paper's 1/8
+                the head works at stride 8.
         """
         super().__init__()
         # X_mask cells per cell of the head's grid
@@ -44,16 +47,6 @@ class PooledClassHead(nn.Module):
             nn.Linear(channels, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, num_classes)
         )
         nn.init.zeros_(self.pooled_cls[-1].bias)
-
-    @classmethod
-    def from_config(cls, cfg):
-        c = cfg.MODEL.MOBILEINST
-        return {
-            "channels": c.MASK_DECODER.KERNEL_DIM,
-            "hidden_dim": c.DECODER.HIDDEN_DIM,
-            "num_classes": c.NUM_CLASSES,
-            "mask_stride": c.MASK_DECODER.OUTPUT_STRIDE,
-        }
 
     def forward(self, kernels: torch.Tensor, x_mask: torch.Tensor) -> torch.Tensor:
         """Class logits from features averaged inside each query's soft mask
@@ -92,3 +85,20 @@ class PooledClassHead(nn.Module):
         (:meth:`feature_map`): (B, C, h, w). LOSS.DENSE_CLASS_WEIGHT trains
         it per position; inference pools instead."""
         return self.pooled_cls(feats.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+@INSTANCE_DECODER_REGISTRY.register()
+class PooledClassDualInstanceDecoder(DualInstanceDecoder):
+    """:class:`DualInstanceDecoder` with a :class:`PooledClassHead` (``pooled_class_head``)
+    whose logits are added to the class logits. Synthetic, 500 iterations: mask AP
+    5.5 against 2.1-2.6 without (docs/defaults.md)."""
+
+    def build_extra_heads(self) -> None:
+        # here, before the kernel head's initialisation: a seed gives the weights it always gave
+        self.pooled_class_head = PooledClassHead(channels=self.mask_channels, hidden_dim=self.hidden_dim,
+                                                 num_classes=self.num_classes, mask_stride=self.mask_stride)
+
+    def forward_local(self, q_global: torch.Tensor, x_mask: torch.Tensor, x6_size) -> Dict[str, torch.Tensor]:
+        out = super().forward_local(q_global, x_mask, x6_size)
+        out["pred_logits"] = out["pred_logits"] + self.pooled_class_head(out["pred_kernels"], x_mask)
+        return out
