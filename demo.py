@@ -25,7 +25,7 @@ from tqdm import tqdm  # noqa: E402
 from mobileinst.config import load_mobileinst_config  # noqa: E402
 from mobileinst.utils.cli import config_argument_parser, parse_with_overrides  # noqa: E402
 from mobileinst.video import StreamingPredictor, iter_frames  # noqa: E402
-from mobileinst.video.predictor import video_fps  # noqa: E402
+from mobileinst.video.streaming import video_fps  # noqa: E402
 from mobileinst_core.categories import dataset_category_ids  # noqa: E402
 from mobileinst_core.frames import check_source  # noqa: E402
 from mobileinst_core.writer import write_tracks  # noqa: E402

@@ -36,7 +36,7 @@ from detectron2.modeling import build_model  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
 from detectron2.utils.analysis import flop_count_operators  # noqa: E402
 
-from mobileinst.config import load_mobileinst_config  # noqa: E402
+from mobileinst.config import build_tracker_settings, load_mobileinst_config  # noqa: E402
 from mobileinst.postprocess import score_queries  # noqa: E402
 from mobileinst.utils.checkpoint import load_weights  # noqa: E402
 from mobileinst.utils.cli import config_argument_parser, parse_with_overrides  # noqa: E402
@@ -176,8 +176,9 @@ def bench_video(args, model, frames):
         for t in args.intervals:
             if t == 1 and scale != args.nonkey_scales[0]:
                 continue  # every frame is a keyframe: the scale plays no part
-            tracker = VideoTracker.from_model(model, reuse_interval=t, keep_results=False, track_score_threshold=thr,
-                                              nonkey_scale=scale)
+            settings = build_tracker_settings(mobileinst_cfg(args)).replace(
+                reuse_interval=t, track_score_threshold=thr, nonkey_scale=scale)
+            tracker = VideoTracker(model, settings=settings, keep_results=False)
             with torch.no_grad():
                 out[video_key(t, scale)] = time_stream(tracker.step, tracker.reset, frames, args.warmup)
     base = out[video_key(args.intervals[0], args.nonkey_scales[0])]["fps"]

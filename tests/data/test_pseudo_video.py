@@ -119,11 +119,11 @@ def test_model_trains_on_the_mix(synthetic_root, tmp_path):
     from train_net import Trainer
 
     cfg = small_cfg(*MIX, "DATASETS.TRAIN_RATIOS", "(1.0, 1.0)", "DATASETS.TEST", "()",
-                    "MODEL.MOBILEINST.VIDEO.QUERY_PASSING", "True", "SOLVER.MAX_ITER", "3",
+                    "MODEL.META_ARCHITECTURE", "MobileInstVideo", "SOLVER.MAX_ITER", "3",
                     "SOLVER.IMS_PER_BATCH", "2", "OUTPUT_DIR", str(tmp_path))
     trainer = Trainer(cfg)
     trainer.train()
     assert trainer.iter == 3
     hist = trainer.storage.histories()
-    assert {"loss_dice_qp", "loss_mask_qp", "loss_cls"} <= set(hist)
+    assert {"loss_mask_dice_qp", "loss_mask_bce_qp", "loss_cls"} <= set(hist)
     assert np.isfinite(hist["total_loss"].latest())

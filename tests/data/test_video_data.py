@@ -60,15 +60,15 @@ def test_query_passing_training_and_video_eval_with_stock_trainer(synthetic_root
 
     cfg = small_cfg(
         "DATASETS.TRAIN", "('test_synthetic_ytvis_train',)", "DATASETS.TEST", "('test_synthetic_ytvis_val',)",
-        "MODEL.MOBILEINST.VIDEO.QUERY_PASSING", "True", "SOLVER.MAX_ITER", "3", "SOLVER.IMS_PER_BATCH", "2",
+        "MODEL.META_ARCHITECTURE", "MobileInstVideo", "SOLVER.MAX_ITER", "3", "SOLVER.IMS_PER_BATCH", "2",
         "OUTPUT_DIR", str(tmp_path),
     )
     trainer = Trainer(cfg)
     trainer.train()
     storage_keys = set(trainer.storage.histories())
     # query passing as in the paper: the passed branch has mask losses only
-    assert {"loss_dice_qp", "loss_mask_qp", "loss_cls", "loss_objectness"} <= storage_keys
-    assert not {"loss_cls_qp", "loss_objectness_qp"} & storage_keys
+    assert {"loss_mask_dice_qp", "loss_mask_bce_qp", "loss_cls", "loss_obj"} <= storage_keys
+    assert not {"loss_cls_qp", "loss_obj_qp"} & storage_keys
     res = Trainer.test(cfg, trainer.model)
     assert set(res["ytvis"]) >= {"AP", "AP50", "AP75", "AR1", "AR10"}
     assert all(np.isfinite(res["ytvis"][k]) for k in ("AP", "AR10"))

@@ -203,9 +203,8 @@ def test_export_with_the_papers_grid_and_local_pooling(tmp_path):
     sys.path.insert(0, os.path.join(ROOT, "tools"))
     from export import export
 
-    cfg = small_cfg("MODEL.MOBILEINST.DECODER.LOCAL_POOL_STRIDE", "64", "MODEL.TOPFORMER.NORM", "BN",
-                    "MODEL.MOBILEINST.MASK_DECODER.NORM", "BN", "MODEL.MOBILEINST.MASK_DECODER.OUTPUT_STRIDE", "8",
-                    "MODEL.MOBILEINST.DECODER.MASK_UPSAMPLE", "2")
+    cfg = small_cfg("MODEL.MOBILEINST.INSTANCE_DECODER.LOCAL_POOL_STRIDE", "64", "MODEL.TOPFORMER.NORM", "BN",
+                    "MODEL.MOBILEINST.MASK_DECODER.NORM", "BN", "MODEL.MOBILEINST.MASK_DECODER.NAME", "SemanticEnhancedMaskDecoder")
     report = export(cfg, str(tmp_path), 128, 192, graphs=("image", "keyframe"), torchscript=False)
     assert report["parity"]["keyframe"]["kernels"] < 1e-3
     assert report["parity"]["image"]["mask_probs"] < 1e-3

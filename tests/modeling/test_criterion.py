@@ -9,7 +9,7 @@ from fvcore.nn import sigmoid_focal_loss
 
 from mobileinst import add_mobileinst_config
 from mobileinst.criterion import SetCriterion, dice_loss, mask_iou
-from mobileinst.matcher import HungarianMatcher, batch_indices, pairwise_dice
+from mobileinst.criterion.matcher import HungarianMatcher, batch_indices, pairwise_dice
 
 BIG = 20.0
 
@@ -154,13 +154,13 @@ def test_criterion_perfect_vs_wrong():
     crit = SetCriterion(_cfg())
     good = crit(*_problem(perfect=True))
     bad = crit(*_problem(perfect=False))
-    assert set(good) == {"loss_cls", "loss_dice", "loss_mask", "loss_objectness"}
-    assert good["loss_dice"] < 1e-3 and good["loss_mask"] < 1e-3 and good["loss_cls"] < 1e-3
-    assert bad["loss_dice"] > 1.0 and bad["loss_mask"] > 1.0 and bad["loss_cls"] > 1.0
-    for k in ("loss_cls", "loss_dice", "loss_mask"):
+    assert set(good) == {"loss_cls", "loss_mask_dice", "loss_mask_bce", "loss_obj"}
+    assert good["loss_mask_dice"] < 1e-3 and good["loss_mask_bce"] < 1e-3 and good["loss_cls"] < 1e-3
+    assert bad["loss_mask_dice"] > 1.0 and bad["loss_mask_bce"] > 1.0 and bad["loss_cls"] > 1.0
+    for k in ("loss_cls", "loss_mask_dice", "loss_mask_bce"):
         assert bad[k] > 100 * good[k], k
     # objectness target = IoU: 1 for perfect masks, 0 for inverted ones; logit 0 -> BCE = ln 2 both
-    torch.testing.assert_close(good["loss_objectness"], torch.tensor(math.log(2.0)))
+    torch.testing.assert_close(good["loss_obj"], torch.tensor(math.log(2.0)))
 
 
 def test_criterion_cls_matches_focal_loss():
@@ -185,9 +185,9 @@ def test_criterion_weights_from_config():
                                "MODEL.MOBILEINST.LOSS.MASK_PIXEL_WEIGHT", "6.0",
                                "MODEL.MOBILEINST.LOSS.OBJECTNESS_WEIGHT", "3.0"))(outputs, targets)
     torch.testing.assert_close(scaled["loss_cls"], 2 * base["loss_cls"])
-    torch.testing.assert_close(scaled["loss_dice"], 0.5 * base["loss_dice"])
-    torch.testing.assert_close(scaled["loss_mask"], 3 * base["loss_mask"])
-    torch.testing.assert_close(scaled["loss_objectness"], 3 * base["loss_objectness"])
+    torch.testing.assert_close(scaled["loss_mask_dice"], 0.5 * base["loss_mask_dice"])
+    torch.testing.assert_close(scaled["loss_mask_bce"], 3 * base["loss_mask_bce"])
+    torch.testing.assert_close(scaled["loss_obj"], 3 * base["loss_obj"])
 
 
 def test_given_assignment_and_mask_only():
@@ -201,10 +201,10 @@ def test_given_assignment_and_mask_only():
     # swap the queries of image 0: its masks now go to the wrong targets
     swapped = [(matched[0][0].flip(0), matched[0][1]), matched[1]]
     wrong = crit.set_losses(outputs, targets, swapped)
-    assert wrong["loss_dice"] > 0.5 and wrong["loss_cls"] > 1.0
+    assert wrong["loss_mask_dice"] > 0.5 and wrong["loss_cls"] > 1.0
     crit.matcher.forward = None  # any matching now fails
     only = crit.set_losses({"pred_masks": outputs["pred_masks"]}, targets, swapped, mask_only=True)
-    assert set(only) == {"loss_dice", "loss_mask"}
+    assert set(only) == {"loss_mask_dice", "loss_mask_bce"}
     for k in only:
         torch.testing.assert_close(only[k], wrong[k])
 
@@ -231,7 +231,7 @@ def test_forward_adds_the_global_and_passed_losses():
         torch.testing.assert_close(losses[k], v, msg=k)
     # matched on their own, the passed masks would have been near perfect
     rematched = crit.set_losses(dict(passed, pred_logits=outputs["pred_logits"][1:]), targets[1:], mask_only=True)
-    assert losses["loss_dice_qp"] > 0.5 > rematched["loss_dice"]
+    assert losses["loss_mask_dice_qp"] > 0.5 > rematched["loss_mask_dice"]
     # instance predictions of the last image only (frame t not supervised): matched to the last target
     last = crit({k: v[1:] for k, v in outputs.items()}, targets)
     assert last == crit.set_losses({k: v[1:] for k, v in outputs.items()}, targets[1:])
@@ -241,7 +241,7 @@ def test_pooled_class_losses_need_the_head_and_a_weight():
     """LOSS.POOLED_CLASS_WEIGHT: cross-entropy of the pooled class head on the
     features averaged in each ground-truth mask; LOSS.DENSE_CLASS_WEIGHT its MLP
     per position. Only with the head given and a weight above 0."""
-    from mobileinst.class_head import PooledClassHead
+    from mobileinst.instance_decoder import PooledClassHead
 
     outputs, targets = _problem(perfect=True)
     torch.manual_seed(0)
@@ -250,7 +250,7 @@ def test_pooled_class_losses_need_the_head_and_a_weight():
     outputs = dict(outputs, mask_features=x_mask)
     crit = SetCriterion(_cfg("MODEL.MOBILEINST.LOSS.POOLED_CLASS_WEIGHT", "2.0",
                              "MODEL.MOBILEINST.LOSS.DENSE_CLASS_WEIGHT", "0.5"))
-    assert set(crit(outputs, targets)) == {"loss_cls", "loss_dice", "loss_mask", "loss_objectness"}
+    assert set(crit(outputs, targets)) == {"loss_cls", "loss_mask_dice", "loss_mask_bce", "loss_obj"}
     losses = crit(outputs, targets, class_head=head)
     feats = head.feature_map(x_mask)
     logits = torch.cat([head.pool_logits(feats[i: i + 1], t["masks"][None])[0] for i, t in enumerate(targets)])
@@ -273,7 +273,7 @@ def test_criterion_images_without_instances(mixed):
     for k, v in losses.items():
         assert torch.isfinite(v), k
     if not mixed:
-        assert losses["loss_dice"] == 0 and losses["loss_mask"] == 0 and losses["loss_objectness"] == 0
+        assert losses["loss_mask_dice"] == 0 and losses["loss_mask_bce"] == 0 and losses["loss_obj"] == 0
         # every query is a negative: focal loss over all logits, normalised by max(num, 1) = 1
         expected = 2.0 * sigmoid_focal_loss(logits.detach(), torch.zeros(2, 3, 4), 0.25, 2.0, "sum")
         torch.testing.assert_close(losses["loss_cls"], expected)
@@ -305,8 +305,8 @@ def test_objectness_target_is_iou(obj_logit):
         {"pred_logits": logits, "pred_masks": masks, "pred_objectness": obj}, targets)
     iou = 2 / 6
     expected = 1.5 * F.binary_cross_entropy_with_logits(torch.tensor([obj_logit]), torch.tensor([iou]))
-    torch.testing.assert_close(losses["loss_objectness"], expected)
-    losses["loss_objectness"].backward()
+    torch.testing.assert_close(losses["loss_obj"], expected)
+    losses["loss_obj"].backward()
     g = obj.grad[0]
     assert g[0] == 0  # unmatched query: no objectness loss
     # d/dx BCE(x, iou) = sigmoid(x) - iou

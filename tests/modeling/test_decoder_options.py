@@ -17,7 +17,7 @@ def _batch():
 
 def test_masked_attention_mask():
     torch.manual_seed(0)
-    model = build_model(small_cfg("MODEL.MOBILEINST.DECODER.MASKED_ATTENTION", "True")).eval()
+    model = build_model(small_cfg("MODEL.MOBILEINST.INSTANCE_DECODER.MASKED_ATTENTION", "True")).eval()
     dec = model.instance_decoder
     x6, x_mask = model.encode(model.preprocess([_batch()[0]["image"]]).tensor)
     q = dec.forward_global(x6)
@@ -33,7 +33,7 @@ def test_masked_attention_mask():
 
 def test_deep_supervision_losses():
     torch.manual_seed(0)
-    model = build_model(small_cfg("MODEL.MOBILEINST.DECODER.DEEP_SUPERVISION", "True"))
+    model = build_model(small_cfg("MODEL.MOBILEINST.INSTANCE_DECODER.DEEP_SUPERVISION", "True"))
     model.train()
     losses = model(_batch())
     assert {"loss_cls_global", "loss_dice_global", "loss_mask_global", "loss_objectness_global"} <= set(losses)
@@ -45,9 +45,8 @@ def test_pooled_class_head_pools_by_hand():
     from torch import nn
 
     # on the paper's 1/8 X_mask (a 1/4 one is first pooled to 1/8: test_heads.py)
-    head = build_model(small_cfg("MODEL.MOBILEINST.DECODER.POOLED_CLASS_HEAD", "True",
-                                 "MODEL.MOBILEINST.MASK_DECODER.OUTPUT_STRIDE", "8",
-                                 "MODEL.MOBILEINST.DECODER.MASK_UPSAMPLE", "2")).instance_decoder.pooled_class_head
+    head = build_model(small_cfg("MODEL.MOBILEINST.INSTANCE_DECODER.POOLED_CLASS_HEAD", "True",
+                                 "MODEL.MOBILEINST.MASK_DECODER.NAME", "SemanticEnhancedMaskDecoder")).instance_decoder.pooled_class_head
     head.class_features, head.pooled_cls = nn.Identity(), nn.Identity()
     x_mask = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])  # (1, D=1, 2, 2)
     weights = torch.tensor([[[[1.0, 0.0], [1.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]]])  # 2 masks
@@ -58,7 +57,7 @@ def test_pooled_class_head_pools_by_hand():
 
 def test_pooled_class_head_losses_and_gradients():
     torch.manual_seed(0)
-    model = build_model(small_cfg("MODEL.MOBILEINST.DECODER.POOLED_CLASS_HEAD", "True"))
+    model = build_model(small_cfg("MODEL.MOBILEINST.INSTANCE_DECODER.POOLED_CLASS_HEAD", "True"))
     model.train()
     losses = model(_batch())
     assert "loss_pooled_cls" in losses and losses["loss_pooled_cls"] > 0
@@ -134,7 +133,7 @@ def test_local_layers_refine_in_order():
 
     torch.manual_seed(0)
     one = build_model(small_cfg()).eval()
-    two = build_model(small_cfg("MODEL.MOBILEINST.DECODER.NUM_LOCAL_LAYERS", "2")).eval()
+    two = build_model(small_cfg("MODEL.MOBILEINST.INSTANCE_DECODER.NUM_LOCAL_LAYERS", "2")).eval()
     missing, unexpected = two.load_state_dict(one.state_dict(), strict=False)
     assert not unexpected and missing and all(k.startswith("instance_decoder.extra_local_stages.0.") for k in missing)
     extra = two.instance_decoder.extra_local_stages[0]
@@ -154,4 +153,4 @@ def test_local_layers_refine_in_order():
     sum(two(_batch()).values()).backward()
     assert extra.cross_attn.q_proj.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="NUM_LOCAL_LAYERS=0"):
-        build_model(small_cfg("MODEL.MOBILEINST.DECODER.NUM_LOCAL_LAYERS", "0"))
+        build_model(small_cfg("MODEL.MOBILEINST.INSTANCE_DECODER.NUM_LOCAL_LAYERS", "0"))

@@ -9,7 +9,7 @@ from detectron2.layers import ShapeSpec
 from torch import nn
 
 from mobileinst import add_mobileinst_config
-from mobileinst.class_head import PooledClassHead
+from mobileinst.instance_decoder import PooledClassHead
 from mobileinst.instance_decoder import DualInstanceDecoder, MultiHeadAttention, sine_position_embedding
 from mobileinst.mask_decoder import SemanticEnhancedMaskDecoder, coordinate_features, semantic_enhance
 
@@ -98,7 +98,7 @@ def test_mask_decoder_output_stride_4(tiny_features):
     """OUTPUT_STRIDE 4: one more top-down level on X2; X_mask at 1/4, and X2 reaches it."""
     shapes, feats = tiny_features
     cfg = _cfg("MODEL.MOBILEINST.MASK_DECODER.CHANNELS", "32", "MODEL.MOBILEINST.MASK_DECODER.KERNEL_DIM", "24",
-               "MODEL.MOBILEINST.MASK_DECODER.OUTPUT_STRIDE", "4")
+               "MODEL.MOBILEINST.MASK_DECODER.NAME", "HighResMaskDecoder")
     torch.manual_seed(0)
     dec = SemanticEnhancedMaskDecoder(cfg, shapes)
     assert dec.output_stride == 4
@@ -120,7 +120,7 @@ def test_mask_decoder_output_stride_errors(tiny_features):
         SemanticEnhancedMaskDecoder(_cfg("MODEL.MOBILEINST.MASK_DECODER.OUTPUT_STRIDE", "2"), shapes)
     no_x2 = {k: v for k, v in shapes.items() if k != "x2"}
     with pytest.raises(ValueError, match="HIGH_RES_FEATURE='x2'"):
-        SemanticEnhancedMaskDecoder(_cfg("MODEL.MOBILEINST.MASK_DECODER.OUTPUT_STRIDE", "4"), no_x2)
+        SemanticEnhancedMaskDecoder(_cfg("MODEL.MOBILEINST.MASK_DECODER.NAME", "HighResMaskDecoder"), no_x2)
     with pytest.raises(ValueError, match="LOCAL_POOL_STRIDE=6"):
         _decoder(local_pool_stride=6, mask_stride=4)
 
@@ -153,7 +153,7 @@ def test_pooled_class_head_from_config_and_in_the_decoder():
     """DECODER.POOLED_CLASS_HEAD: a module of the instance decoder whose logits are
     added to those of the class head; without it the decoder has none."""
     cfg = _cfg("MODEL.MOBILEINST.NUM_CLASSES", "3", "MODEL.MOBILEINST.MASK_DECODER.KERNEL_DIM", "12",
-               "MODEL.MOBILEINST.DECODER.HIDDEN_DIM", "16", "MODEL.MOBILEINST.MASK_DECODER.OUTPUT_STRIDE", "4")
+               "MODEL.MOBILEINST.INSTANCE_DECODER.HIDDEN_DIM", "16", "MODEL.MOBILEINST.MASK_DECODER.NAME", "HighResMaskDecoder")
     head = PooledClassHead(cfg)
     assert head.class_features[0].in_channels == 12 and head.pooled_cls[0].out_features == 16
     assert head.pooled_cls[-1].out_features == 3 and head.feature_pool == 2
@@ -220,8 +220,8 @@ def _decoder(**kw):
 
 
 def test_instance_decoder_from_config():
-    cfg = _cfg("MODEL.MOBILEINST.NUM_CLASSES", "3", "MODEL.MOBILEINST.DECODER.NUM_QUERIES", "6",
-               "MODEL.MOBILEINST.DECODER.HIDDEN_DIM", "16", "MODEL.MOBILEINST.DECODER.NUM_HEADS", "2",
+    cfg = _cfg("MODEL.MOBILEINST.NUM_CLASSES", "3", "MODEL.MOBILEINST.INSTANCE_DECODER.NUM_QUERIES", "6",
+               "MODEL.MOBILEINST.INSTANCE_DECODER.HIDDEN_DIM", "16", "MODEL.MOBILEINST.INSTANCE_DECODER.NUM_HEADS", "2",
                "MODEL.MOBILEINST.MASK_DECODER.KERNEL_DIM", "12")
     shapes = {"x6": ShapeSpec(channels=40, stride=64)}
     dec = DualInstanceDecoder(cfg, shapes)

@@ -45,7 +45,7 @@ def test_training_step_gives_finite_losses_and_gradients(model):
     ]
     losses = model(batch)
     # the synthetic config adds the pooled class head's ground-truth losses (pooled and dense)
-    assert set(losses) == {"loss_cls", "loss_dice", "loss_mask", "loss_objectness", "loss_pooled_cls",
+    assert set(losses) == {"loss_cls", "loss_mask_dice", "loss_mask_bce", "loss_obj", "loss_pooled_cls",
                            "loss_dense_cls"}
     assert all(torch.isfinite(v) for v in losses.values())
     model.zero_grad()
@@ -57,14 +57,14 @@ def test_training_step_gives_finite_losses_and_gradients(model):
 
 def test_query_passing_losses_on_frame_pairs():
     torch.manual_seed(0)
-    m = build_model(small_cfg("MODEL.MOBILEINST.VIDEO.QUERY_PASSING", "True"))
+    m = build_model(small_cfg("MODEL.META_ARCHITECTURE", "MobileInstVideo"))
     m.train()
     img = torch.randint(0, 255, (3, 96, 96), dtype=torch.uint8)
     a = _instances(96, 96, [(10, 10, 40, 40)], [2])
     b = _instances(96, 96, [(14, 12, 44, 42)], [2])
     losses = m([{"image": [img, img], "instances": [a, b]}])
     # the passed branch: the mask losses only (the paper's form)
-    assert "loss_cls" in losses and {k for k in losses if k.endswith("_qp")} == {"loss_dice_qp", "loss_mask_qp"}
+    assert "loss_cls" in losses and {k for k in losses if k.endswith("_qp")} == {"loss_mask_dice_qp", "loss_mask_bce_qp"}
     sum(losses.values()).backward()
     # the passed queries come from the global stage of frame t: it gets gradients
     assert m.instance_decoder.global_stage.cross_attn.q_proj.weight.grad.abs().sum() > 0
@@ -74,8 +74,7 @@ def test_mask_stride_4_targets_losses_and_inference():
     """MASK_DECODER.OUTPUT_STRIDE 4: targets are area-pooled to the 1/4 grid of the
     mask logits, training gives finite losses, inference pastes to the input size."""
     torch.manual_seed(0)
-    m = build_model(small_cfg("MODEL.MOBILEINST.MASK_DECODER.OUTPUT_STRIDE", "4",
-                              "MODEL.MOBILEINST.DECODER.MASK_UPSAMPLE", "1"))
+    m = build_model(small_cfg("MODEL.MOBILEINST.MASK_DECODER.NAME", "HighResMaskDecoder"))
     inst = _instances(64, 64, [(8, 8, 24, 22)], [1])
     (t,) = m.prepare_targets([inst], (64, 64))
     assert tuple(t["masks"].shape) == (1, 16, 16)
@@ -98,7 +97,7 @@ def test_mask_stride_4_targets_losses_and_inference():
 
 def test_mask_upsample_must_divide_the_mask_stride():
     with pytest.raises(ValueError, match="MASK_UPSAMPLE=3"):
-        build_model(small_cfg("MODEL.MOBILEINST.DECODER.MASK_UPSAMPLE", "3"))
+        build_model(small_cfg("MODEL.MOBILEINST.INSTANCE_DECODER.MASK_UPSAMPLE", "3"))
 
 
 def test_inference_returns_instances_at_original_size(model):

@@ -26,7 +26,7 @@ def pairs(synthetic_root):
 
 def _model(*opts):
     torch.manual_seed(0)
-    cfg = small_cfg("MODEL.MOBILEINST.VIDEO.QUERY_PASSING", "True", *opts)
+    cfg = small_cfg("MODEL.META_ARCHITECTURE", "MobileInstVideo", *opts)
     return build_model(cfg).train()
 
 
@@ -98,11 +98,11 @@ def test_passed_branch_shares_the_matching_of_frame_t_plus_d(pairs, spy, supervi
     own = (_labels(pairs, 0) if supervise_key_frame else []) + _labels(pairs, 1)
     assert _same(labels, own)
     # the passed branch: mask losses only, under frame t+d's assignment
-    assert {k for k in losses if k.endswith("_qp")} == {"loss_dice_qp", "loss_mask_qp"}
-    assert {"loss_cls", "loss_dice", "loss_mask", "loss_objectness"} <= set(losses)
+    assert {k for k in losses if k.endswith("_qp")} == {"loss_mask_dice_qp", "loss_mask_bce_qp"}
+    assert {"loss_cls", "loss_mask_dice", "loss_mask_bce", "loss_obj"} <= set(losses)
     dice, bce = _passed_mask_losses_by_hand(model, pairs, assignment[-len(pairs):])
-    torch.testing.assert_close(losses["loss_dice_qp"].detach(), dice, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(losses["loss_mask_qp"].detach(), bce, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(losses["loss_mask_dice_qp"].detach(), dice, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(losses["loss_mask_bce_qp"].detach(), bce, rtol=1e-4, atol=1e-5)
     # frame t's assignment would give other losses: the check above can fail
     other = [((q + 1) % model.instance_decoder.num_queries, j) for q, j in assignment[-len(pairs):]]
     assert abs(float(_passed_mask_losses_by_hand(model, pairs, other)[0]) - float(dice)) > 1e-3

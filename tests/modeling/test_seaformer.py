@@ -359,7 +359,7 @@ def test_coco_config_names_the_official_checkpoint(variant, letter):
 
 def test_mask_stride_4_uses_x2():
     cfg = load_mobileinst_config(CONFIGS["tiny"], ["MODEL.SEAFORMER.WEIGHTS", "", "MODEL.DEVICE", "cpu",
-                                                   "MODEL.MOBILEINST.MASK_DECODER.OUTPUT_STRIDE", "4"])
+                                                   "MODEL.MOBILEINST.MASK_DECODER.NAME", "HighResMaskDecoder"])
     model = build_model(cfg).eval()
     with torch.no_grad():
         x6, x_mask = model.encode(model.preprocess([torch.zeros(3, 64, 128, dtype=torch.uint8)]).tensor)

@@ -123,7 +123,7 @@ def _budget_trainer(out_dir, monkeypatch, budget_s, steps, slow_from=10 ** 9, *o
     clock = _Clock()
     monkeypatch.setattr(engine_hooks, "time", clock)
     cfg = small_cfg("SOLVER.MAX_ITER", "1000", "SOLVER.STEPS", steps, "SOLVER.TIME_BUDGET", str(budget_s),
-                    "SOLVER.IMS_PER_BATCH", "1", "MODEL.MOBILEINST.DECODER.NUM_QUERIES", "4", *opts)
+                    "SOLVER.IMS_PER_BATCH", "1", "MODEL.MOBILEINST.INSTANCE_DECODER.NUM_QUERIES", "4", *opts)
     cfg.OUTPUT_DIR = out_dir
     trainer = Trainer(cfg)
     budget = next(h for h in trainer._hooks if isinstance(h, engine_hooks.TimeBudget))

@@ -49,7 +49,7 @@ def test_core_and_runtime_import_without_torch_or_detectron2(tmp_path):
         for path in _modules(package):
             rel = os.path.relpath(path, PKG)[: -len(".py")].replace(os.sep, ".")
             mods.append(rel[: -len(".__init__")] if rel.endswith(".__init__") else rel)
-    assert "mobileinst_core.tracker" in mods and "mobileinst_runtime.segmenter" in mods
+    assert "mobileinst_core.online_tracker" in mods and "mobileinst_runtime.segmenter" in mods
     code = "import importlib\nfor m in %r:\n    importlib.import_module(m)\nprint('ok')" % sorted(mods)
     env = dict(os.environ, PYTHONPATH=f"{tmp_path}:{PKG}")
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
@@ -72,7 +72,7 @@ def test_dependencies_run_one_way():
 
 # --------------------------------------------------------------------------- the online tracker
 def _settings(**changes):
-    from mobileinst_core.tracker import TrackerSettings
+    from mobileinst_core.online_tracker import TrackerSettings
 
     base = dict(reuse_interval=2, association=True, max_tracks=3, track_score_threshold=0.5,
                 association_mask_weight=0.0, association_score_threshold=0.2, association_min_iou=0.1,
@@ -90,7 +90,7 @@ class _Backend:
         self.calls = []
 
     def run_keyframe(self, frame):
-        from mobileinst_core.tracker import Keyframe
+        from mobileinst_core.online_tracker import Keyframe
 
         order = self.orders.pop(0)
         scores = np.array([0.9, 0.8, 0.1], np.float32)[order]
@@ -104,7 +104,7 @@ class _Backend:
 
 
 def test_online_tracker_reuses_kernels_and_associates_permuted_queries():
-    from mobileinst_core.tracker import OnlineTracker
+    from mobileinst_core.online_tracker import OnlineTracker
 
     backend = _Backend([[0, 1, 2], [2, 0, 1]])  # the second keyframe's queries come out permuted
     tracker = OnlineTracker(_settings(), backend.run_keyframe, backend.frame_masks)

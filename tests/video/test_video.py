@@ -37,7 +37,7 @@ def test_associate_recovers_a_permutation():
 
 
 def test_mask_overlap_cost_by_hand():
-    from mobileinst_core.association import mask_overlap_cost
+    from mobileinst_core.kernel_association import mask_overlap_cost
 
     # 4 pixels: two with feature (10, 0), two with (0, 10)
     x = np.array([[10.0, 10.0, 0.0, 0.0], [0.0, 0.0, 10.0, 10.0]]).reshape(2, 1, 4)

@@ -3,11 +3,11 @@
 """How much mask AP the grid of X_mask leaves on the table, for a data set.
 
 Every ground-truth mask of a COCO-format json is area-pooled to the mask grid
-(stride 8 = the paper's X_mask, 4 = MASK_DECODER.OUTPUT_STRIDE 4), resized
+(stride 8 = the paper's X_mask, 4 = MASK_DECODER.NAME HighResMaskDecoder), resized
 back bilinearly and thresholded at 0.5, as a model whose soft masks were
 perfect on that grid would predict it. Scored as predictions with the right
 class and score 1 by pycocotools, this is an upper bound on the mask AP of
-that grid (at the given test scale). It helps choose OUTPUT_STRIDE::
+that grid (at the given test scale). It helps choose the mask decoder::
 
     python tools/analysis/mask_grid_bound.py datasets/synthetic_coco/annotations/instances_val.json --strides 8 4
 

@@ -35,7 +35,7 @@ class PooledGlobalFeature(nn.Module):
     linear map to HIDDEN_DIM for the global stage's keys and values), so a
     projection here would be a third linear map in series with theirs.
     ``ceil_mode`` keeps the last partial window of an input that is not a
-    multiple of 64 (the model pads inputs to one, SIZE_DIVISIBILITY).
+    multiple of 64 (the model pads inputs to one).
     """
 
     def __init__(self, source: str, source_shape: ShapeSpec):

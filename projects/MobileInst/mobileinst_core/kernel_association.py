@@ -56,7 +56,7 @@ def associate(prev: np.ndarray, cur: np.ndarray, mask_features: Optional[np.ndar
     ``mask_weight`` 0 is the plain cosine assignment, which needs nothing
     else; with ``mask_weight`` > 0 every other argument is required
     (VIDEO.ASSOCIATION_SCORE_THRESHOLD, ASSOCIATION_MIN_IOU and
-    INFERENCE.MASK_THRESHOLD, through :class:`mobileinst_core.tracker.TrackerSettings`).
+    INFERENCE.MASK_THRESHOLD, through :class:`mobileinst_core.online_tracker.TrackerSettings`).
     """
     prev = np.asarray(prev, np.float64)
     cur = np.asarray(cur, np.float64)

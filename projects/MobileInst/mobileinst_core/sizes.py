@@ -5,7 +5,7 @@ from typing import Tuple
 
 def padded_size(height: int, width: int, divisibility: int) -> Tuple[int, int]:
     """The size a (height, width) input is padded to: the next multiple of
-    ``divisibility`` (the model's SIZE_DIVISIBILITY) on both sides."""
+    ``divisibility`` (the model's ``size_divisibility``: 64 and the backbone's) on both sides."""
     d = int(divisibility)
     return (int(height) + d - 1) // d * d, (int(width) + d - 1) // d * d
 

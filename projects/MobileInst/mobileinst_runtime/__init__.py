@@ -11,7 +11,7 @@ to a device and run
 
 It runs the keyframe / non-keyframe graphs with kernel reuse every T frames
 and kernel association between keyframes (the online tracker of
-``mobileinst_core.tracker``, shared with the PyTorch path), and writes the
+``mobileinst_core.online_tracker``, shared with the PyTorch path), and writes the
 same annotated video and YouTube-VIS json as ``demo.py``.
 
 * :mod:`.segmenter`: :class:`VideoSegmenter`, :class:`ImageSegmenter`;

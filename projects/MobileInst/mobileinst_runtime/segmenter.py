@@ -2,7 +2,7 @@
 """The exported graphs on a runtime backend (no torch, no detectron2).
 
 :class:`ImageSegmenter` runs the image graph; :class:`VideoSegmenter` is the
-online tracker of :mod:`mobileinst_core.tracker` driven by the keyframe graph
+online tracker of :mod:`mobileinst_core.online_tracker` driven by the keyframe graph
 (run a keyframe) and the mask graphs (masks of the tracked kernels on a frame:
 ``mask_head`` on the keyframe's X_mask, ``nonkeyframe`` on the other frames,
 kernel reuse).
@@ -20,7 +20,7 @@ import numpy as np
 from mobileinst_core.export_meta import ExportMeta, read_export_meta
 from mobileinst_core.frames import Letterbox, check_frame
 from mobileinst_core.masks import paste_masks
-from mobileinst_core.tracker import Keyframe, OnlineTracker
+from mobileinst_core.online_tracker import Keyframe, OnlineTracker
 
 from .backends import get_backend, open_graph
 

@@ -82,7 +82,7 @@ class SeaFormer(Backbone):
     Returns ``{"x2": X2, "x3": X3, "x4": X4, "x5": X5, "x6": X6}``, the outputs of
     stages smb1..smb5 (each after its SeaFormer layer, if it has one), with
     strides 4, 8, 16, 32, 64. X6, the last SeaFormer layer's output, is the
-    global feature; X2 is for MASK_DECODER.OUTPUT_STRIDE 4 only (the paper's
+    global feature; X2 is for the stride-4 HighResMaskDecoder only (the paper's
     mask decoder does not use it).
     """
 
