@@ -331,7 +331,8 @@ def test_numpy_ranking_matches_the_torch_ranking(seed):
     mobileinst.postprocess.rank_detections and MobileInst.keyframe_scores on random
     logits and masks with duplicates, for MULTI_CLASS on and off, with and without
     Matrix NMS: same scores (1e-5), and same queries and classes where the scores are
-    apart from their neighbours."""
+    apart from their neighbours; kept > a score threshold (the runtime's CLS_THRESHOLD),
+    the same as the PyTorch ranking with that threshold."""
     from mobileinst.mobileinst import MobileInst
     from mobileinst.postprocess import rank_detections
     from mobileinst_runtime import ranking
@@ -358,6 +359,16 @@ def test_numpy_ranking_matches_the_torch_ranking(seed):
                 assert d.sum() >= min(5, len(d) // 2)
                 np.testing.assert_array_equal(got[1][d], ref[1][d])
                 np.testing.assert_array_equal(got[2][d], ref[2][d])
+                # the runtime's scores > CLS_THRESHOLD after it: the PyTorch post-processing's
+                # rank_detections(..., score_threshold) (a threshold in the widest gap)
+                i = int(np.argmax(-np.diff(ref[0])))
+                cls_thr = float(ref[0][i] + ref[0][i + 1]) / 2
+                cut = [t.numpy() for t in rank_detections(logits, obj, probs, thr, k, multi_class, sigma, cls_thr)]
+                keep = got[0] > cls_thr
+                assert keep.sum() == len(cut[0]) == i + 1
+                np.testing.assert_allclose(got[0][keep], cut[0], atol=1e-5)
+                np.testing.assert_array_equal(got[1][keep][d[keep]], cut[1][d[keep]])
+                np.testing.assert_array_equal(got[2][keep][d[keep]], cut[2][d[keep]])
             if sigma:  # the duplicates did decay
                 assert not np.allclose(ranking.rank_detections(logits.numpy(), obj.numpy(), probs.numpy(), thr,
                                                                100, multi_class, 0.0)[0], got[0])

@@ -269,9 +269,94 @@ def test_rank_detections_pairs_or_queries_and_the_decay():
     scores, queries, classes = rank_detections(logits, objectness, prob, 0.5, 4, multi_class=True, nms_sigma=2.0)
     assert classes.tolist() == [0, 1, 2, 0] and queries.tolist()[1:3] == [0, 2]
     torch.testing.assert_close(scores, torch.tensor([score(4.0), score(3.0), score(2.0), score(4.0) * math.exp(-2)]))
-    # a threshold between the pairs' scores (it drops query 2) before the decay
+    # a threshold between the pairs' scores: it drops query 2 (before the decay) and the
+    # decayed duplicate (after it); the same as keeping the unthresholded ranking's scores above it
     threshold = (score(3.0) + score(2.0)) / 2
     cut = rank_detections(logits, objectness, prob, 0.5, 4, True, 2.0, score_threshold=threshold)
-    assert cut[2].tolist() == [0, 1, 0]
-    keep = cut[0] > threshold
-    assert [x[keep].tolist() for x in cut] == [x[:2].tolist() for x in (scores, queries, classes)]
+    assert cut[2].tolist() == [0, 1] and cut[1].tolist()[1] == 0
+    keep = scores > threshold
+    assert [x.tolist() for x in cut] == [x[keep].tolist() for x in (scores, queries, classes)]
+
+
+def _score(cls_logit, obj_logit):
+    return math.sqrt(1 / (1 + math.exp(-cls_logit)) / (1 + math.exp(-obj_logit)))
+
+
+def test_single_class_threshold_applies_to_the_rescored_score():
+    """The one order: the threshold keeps the score rescored by the mask. Query 0
+    (raw 0.98) has a faint mask (probability 0.5 inside): rescored 0.49, below the
+    threshold 0.6 it is dropped although its raw score is above; query 1's sharp
+    mask keeps it; query 2's empty mask rescores it to 0 (dropped)."""
+    logits = torch.tensor([[4.0, -9.0], [-9.0, 2.0], [5.0, -9.0]])
+    objectness = torch.full((3,), 9.0)
+    masks = torch.full((3, 8, 8), -20.0)
+    masks[0, :4, :4] = 0.0  # probability 0.5 > MASK_THRESHOLD 0.45
+    masks[1, 4:, 4:] = 20.0
+    raw = [_score(4.0, 9.0), _score(2.0, 9.0), _score(5.0, 9.0)]
+    assert min(raw) > 0.6 and raw[0] * 0.5 < 0.6
+    res = postprocess_instances(logits, objectness, masks, (8, 8), (8, 8), (8, 8), cls_threshold=0.6,
+                                mask_threshold=0.45, max_detections=100)
+    assert res.pred_classes.tolist() == [1]
+    torch.testing.assert_close(res.scores, torch.tensor([raw[1]]), atol=1e-5, rtol=1e-5)
+    # a lower threshold keeps query 0 at its rescored score, sorted below query 1; the empty mask stays out
+    res = postprocess_instances(logits, objectness, masks, (8, 8), (8, 8), (8, 8), cls_threshold=0.005,
+                                mask_threshold=0.45, max_detections=100)
+    assert res.pred_classes.tolist() == [1, 0]
+    torch.testing.assert_close(res.scores, torch.tensor([raw[1], raw[0] * 0.5]), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("multi_class", [False, True])
+def test_top_k_comes_before_the_decay(multi_class):
+    """The one order: the top MAX_DETECTIONS by rescored score, then the decay. Queries
+    0 and 1 share a mask and class 0 (scores s0 > s1), query 2 has its own mask and
+    class 1 (s2 < s1). With MAX_DETECTIONS 2 the top two are queries 0 and 1; the
+    duplicate decays by exp(-2) (IoU 1) below s2, but query 2, outside the top two,
+    does not come back: the detections are query 0 and the decayed query 1."""
+    logits = torch.tensor([[5.0, -9.0], [4.0, -9.0], [-9.0, 3.0]])
+    objectness = torch.full((3,), 9.0)
+    masks = torch.full((3, 8, 8), -20.0)
+    masks[0, :4, :4] = masks[1, :4, :4] = 20.0
+    masks[2, 4:, 4:] = 20.0
+    s = [_score(5.0, 9.0), _score(4.0, 9.0), _score(3.0, 9.0)]
+    assert s[0] > s[1] > s[2] > s[1] * math.exp(-2.0)
+    args = ((8, 8), (8, 8), (8, 8), 0.005, 0.45)
+    res = postprocess_instances(logits, objectness, masks, *args, 2, multi_class, nms_sigma=2.0)
+    assert res.pred_classes.tolist() == [0, 0]
+    assert res.pred_masks[1][:4, :4].all() and not res.pred_masks[1][4:, 4:].any()
+    torch.testing.assert_close(res.scores, torch.tensor([s[0], s[1] * math.exp(-2.0)]), atol=1e-5, rtol=1e-5)
+    # with room for all three, query 2 ranks between them
+    res = postprocess_instances(logits, objectness, masks, *args, 3, multi_class, nms_sigma=2.0)
+    assert res.pred_classes.tolist() == [0, 1, 0]
+    torch.testing.assert_close(res.scores, torch.tensor([s[0], s[2], s[1] * math.exp(-2.0)]), atol=1e-5,
+                               rtol=1e-5)
+    # a threshold between the decayed duplicate and s2 drops it after the decay
+    thr = (s[2] + s[1] * math.exp(-2.0)) / 2
+    res = postprocess_instances(logits, objectness, masks, (8, 8), (8, 8), (8, 8), thr, 0.45, 3, multi_class, 2.0)
+    assert res.pred_classes.tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_postprocess_is_the_ranking_kept_above_the_threshold(seed):
+    """postprocess_instances == rank_detections without a threshold (the exported
+    graph's) then scores > CLS_THRESHOLD (the runtime's), single- and multi-class,
+    with and without Matrix NMS, on random inputs."""
+    from mobileinst.postprocess import rank_detections
+
+    g = torch.Generator().manual_seed(seed)
+    n, c = 16, 4
+    logits, objectness = torch.randn(n, c, generator=g) * 2, torch.randn(n, generator=g) * 2
+    masks = torch.randn(n, 8, 8, generator=g) * 3
+    masks[4] = masks[2] + 0.1 * torch.randn(8, 8, generator=g)  # a duplicate for the decay
+    logits[4] = logits[2] - 0.2
+    for multi_class in (False, True):
+        for sigma in (0.0, 2.0):
+            scores, queries, classes = rank_detections(logits, objectness, masks.sigmoid(), 0.45, 10,
+                                                       multi_class, sigma)
+            thr = float(scores.median())
+            keep = scores > thr
+            assert 0 < keep.sum() < len(scores)
+            res = postprocess_instances(logits, objectness, masks, (8, 8), (8, 8), (8, 8), thr, 0.45, 10,
+                                        multi_class, sigma)
+            assert torch.equal(res.scores, scores[keep]) and torch.equal(res.pred_classes, classes[keep])
+            ref, _ = binarize_masks(masks.sigmoid()[queries[keep]], (8, 8), (8, 8), (8, 8), 0.45)
+            assert torch.equal(res.pred_masks, ref)

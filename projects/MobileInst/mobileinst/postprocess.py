@@ -1,13 +1,29 @@
 # Copyright (c) MobileInst authors. Licensed under the Apache License 2.0.
-"""NMS-free inference post-processing (SparseInst's rule), fully vectorised.
+"""Inference post-processing, fully vectorised: one ranking order
+(:func:`rank_detections`) for the PyTorch model, the exported image graph
+(``mobileinst.export.ImageModel``) and the runtime (which keeps scores >
+CLS_THRESHOLD; ``mobileinst_runtime.ranking`` is its numpy mirror for ncnn):
 
-    score = sqrt(max_c sigmoid(cls) * sigmoid(objectness))
-    keep score > CLS_THRESHOLD
+    candidates: each query with its top class (SparseInst's rule, the paper's),
+        or every (query, class) pair with INFERENCE.MULTI_CLASS (Mask2Former's)
+    score = sqrt(sigmoid(cls) * sigmoid(objectness))
     score *= mean mask probability inside the mask (prob > MASK_THRESHOLD)
-    keep the top MAX_DETECTIONS; resize masks to the original image size
+    keep the top MAX_DETECTIONS by score
+    NMS_SIGMA > 0: Matrix-NMS decay of same-class duplicates, re-sorted
+    keep score > CLS_THRESHOLD; resize masks to the original image size
 
-INFERENCE.MULTI_CLASS ranks (query, class) pairs instead, with
-:func:`rank_detections`, the ranking of the exported image graph too.
+Dropping the candidates <= CLS_THRESHOLD before the decay gives the same final
+set and scores as dropping them after it (a candidate decays only by those
+scored above it, and the decay only lowers scores), which
+:func:`rank_detections` does to decay fewer masks.
+
+The single-class path follows this order too. Before, it thresholded the
+query score before the rescoring by the mask (so a query above CLS_THRESHOLD
+but rescored below it, e.g. with an empty mask, was kept; with NMS_SIGMA the
+decayed rescored score was thresholded again) and took the top MAX_DETECTIONS
+after the decay (so with NMS_SIGMA a query outside the top MAX_DETECTIONS by
+rescored score could enter it when those above it decayed); its detections
+came in query order when they were at most MAX_DETECTIONS, now by score.
 """
 from typing import Optional, Tuple
 
@@ -91,12 +107,13 @@ def decay_duplicates(scores, labels, mask_prob, mask_threshold: float, sigma: fl
 def rank_detections(logits: torch.Tensor, objectness: torch.Tensor, mask_prob: torch.Tensor, mask_threshold: float,
                     max_detections: int, multi_class: bool = False, nms_sigma: float = 0.0,
                     score_threshold: Optional[float] = None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The top ``max_detections`` candidates of one image by score, descending:
-    (scores (K,), queries (K,), classes (K,)).
+    """The candidates of one image in the one ranking order (module docstring),
+    by score, descending: (scores (K,), queries (K,), classes (K,)), K <=
+    ``max_detections``.
 
-    The ranking of the exported image graph (:class:`mobileinst.export.ImageModel`)
-    and, for INFERENCE.MULTI_CLASS, of :func:`postprocess_instances`. Traceable
-    for export: one top-k, no loop over queries.
+    The ranking of :func:`postprocess_instances` and of the exported image graph
+    (:class:`mobileinst.export.ImageModel`, without ``score_threshold``).
+    Traceable for export: one top-k, no loop over queries.
 
     Args:
         logits, objectness: (N, C) class and (N,) objectness logits.
@@ -105,12 +122,13 @@ def rank_detections(logits: torch.Tensor, objectness: torch.Tensor, mask_prob: t
             :func:`class_scores` (Mask2Former's rule; a query may come with
             several classes); otherwise each query with its top class,
             :func:`score_queries`. Scores are rescored by the masks
-            (:func:`rescore_by_masks`).
+            (:func:`rescore_by_masks`), then the top ``max_detections`` kept.
         nms_sigma: > 0: the scores of same-class duplicates decay by
             :func:`matrix_nms` (INFERENCE.NMS_SIGMA), then re-sorted.
-        score_threshold: drop the candidates scored at or below it before the
-            decay (which they could not change: a candidate decays only by those
-            scored above it); None keeps all K (the exported graph's output).
+        score_threshold: keep the scores > it, after the decay (CLS_THRESHOLD);
+            the candidates at or below it are dropped before the decay too, which
+            changes nothing else. None keeps all K (the exported graph's output;
+            the runtime then keeps scores > CLS_THRESHOLD).
     """
     if multi_class:
         pair_scores = class_scores(logits, objectness)
@@ -124,12 +142,18 @@ def rank_detections(logits: torch.Tensor, objectness: torch.Tensor, mask_prob: t
         scores, queries = scores.topk(min(max_detections, scores.shape[0]))
         classes = classes[queries]
     if score_threshold is not None:
-        keep = scores > score_threshold
-        scores, queries, classes = scores[keep], queries[keep], classes[keep]
+        scores, queries, classes = _above(score_threshold, scores, queries, classes)
     if nms_sigma > 0:
         scores, order = decay_duplicates(scores, classes, mask_prob[queries], mask_threshold, nms_sigma)
         queries, classes = queries[order], classes[order]
+        if score_threshold is not None:
+            scores, queries, classes = _above(score_threshold, scores, queries, classes)
     return scores, queries, classes
+
+
+def _above(threshold: float, scores, *rest):
+    keep = scores > threshold
+    return (scores[keep],) + tuple(x[keep] for x in rest)
 
 
 def _binarize_resized_cpu(mask_prob: torch.Tensor, padded_size, image_size, output_size, threshold):
@@ -162,7 +186,8 @@ def binarize_masks(mask_prob: torch.Tensor, padded_size, image_size, output_size
 def postprocess_instances(logits, objectness, mask_logits, padded_size, image_size, output_size,
                           cls_threshold: float, mask_threshold: float, max_detections: int,
                           multi_class: bool = False, nms_sigma: float = 0.0) -> Instances:
-    """One image: (N, C), (N,), (N, h, w) -> detectron2 Instances at ``output_size``.
+    """One image: (N, C), (N,), (N, h, w) -> detectron2 Instances at ``output_size``,
+    ranked by :func:`rank_detections` and kept above ``cls_threshold``.
 
     ``multi_class``: rank all (query, class) pairs instead of each query's top
     class (Mask2Former's rule); a mask may then be returned with several classes.
@@ -170,28 +195,12 @@ def postprocess_instances(logits, objectness, mask_logits, padded_size, image_si
     :func:`matrix_nms` (beyond the paper, which is NMS-free; off by default).
     """
     mask_prob = mask_logits.sigmoid()
-    if multi_class:
-        scores, queries, labels = rank_detections(logits, objectness, mask_prob, mask_threshold, max_detections,
-                                                  True, nms_sigma, cls_threshold)
-        keep = scores > cls_threshold  # after the decay of duplicates
-        scores, queries, labels = scores[keep], queries[keep], labels[keep]
-        unique, inverse = torch.unique(queries, return_inverse=True)
-        mask_prob, index = mask_prob[unique], inverse
-    else:
-        scores, labels = score_queries(logits, objectness)
-        keep = scores > cls_threshold
-        scores, labels, mask_prob = scores[keep], labels[keep], mask_prob[keep]
-        scores = rescore_by_masks(scores, mask_prob, mask_threshold)
-        index = None
-        if nms_sigma > 0:
-            order = scores.argsort(descending=True)
-            scores, order2 = decay_duplicates(scores[order], labels[order], mask_prob[order], mask_threshold, nms_sigma)
-            keep = scores > cls_threshold
-            order = order[order2[keep]]
-            scores, labels, mask_prob = scores[keep], labels[order], mask_prob[order]
-        if scores.numel() > max_detections:
-            scores, idx = scores.topk(max_detections)
-            labels, mask_prob = labels[idx], mask_prob[idx]
+    scores, queries, labels = rank_detections(logits, objectness, mask_prob, mask_threshold, max_detections,
+                                              multi_class, nms_sigma, cls_threshold)
+    index = None
+    if multi_class:  # a query may come with several classes: its mask once
+        queries, index = torch.unique(queries, return_inverse=True)
+    mask_prob = mask_prob[queries]
     result = Instances((int(output_size[0]), int(output_size[1])))
     if scores.numel():
         masks, boxes = binarize_masks(mask_prob, padded_size, image_size, output_size, mask_threshold)

@@ -4,12 +4,18 @@ graphs (``mobileinst.export.ImageModel`` / ``KeyframeModel``) for backends whose
 graph converters cannot take them (ncnn through pnnx has no top-k, sort,
 scatter or boolean ops; ``mobileinst.export_ncnn``).
 
-The same computations as the PyTorch ones, in float32, no torch:
-:func:`rank_detections` is ``mobileinst.postprocess.rank_detections`` and
-:func:`keyframe_scores` is ``MobileInst.keyframe_scores``
-(tests/export/test_backends.py checks them against each other on random inputs).
-The settings (MASK_THRESHOLD, MAX_DETECTIONS, MULTI_CLASS, NMS_SIGMA) come from
-export_meta.json (:class:`mobileinst_core.export_meta.ExportMeta`).
+Only what the ncnn backend needs (``backends.py``: :func:`rank_image`,
+:func:`keyframe_scores`), the same computations as the PyTorch ones, in
+float32, no torch: :func:`rank_detections` is
+``mobileinst.postprocess.rank_detections`` without its ``score_threshold``, in
+the same one order (candidates, rescored by the masks, top MAX_DETECTIONS,
+Matrix-NMS decay re-sorted; the runtime then keeps scores > CLS_THRESHOLD, as
+after the ONNX image graph), and :func:`keyframe_scores` is
+``MobileInst.keyframe_scores`` (tests/export/test_backends.py checks them
+against each other on random inputs, MULTI_CLASS on and off, with and without
+NMS_SIGMA). The settings (MASK_THRESHOLD, MAX_DETECTIONS, MULTI_CLASS,
+NMS_SIGMA) come from export_meta.json
+(:class:`mobileinst_core.export_meta.ExportMeta`).
 
 Nothing here duplicates ``mobileinst_core``: the core has no scoring (the
 PyTorch path scores with torch, the ONNX graphs inside the graph).
@@ -18,8 +24,7 @@ from typing import Tuple
 
 import numpy as np
 
-__all__ = ["sigmoid", "class_scores", "score_queries", "rescore_by_masks", "matrix_nms", "decay_duplicates",
-           "rank_detections", "rank_image", "keyframe_scores"]
+__all__ = ["rank_detections", "rank_image", "keyframe_scores"]
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -87,15 +92,16 @@ def _unbatch(x, ndim):
 
 def rank_detections(logits, objectness, mask_prob, mask_threshold: float, max_detections: int,
                     multi_class: bool = False, nms_sigma: float = 0.0) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The top ``max_detections`` (K) candidates of one image by score, descending:
-    (scores (K,), queries (K,) int64, classes (K,) int64).
+    """The candidates of one image in the one ranking order (module docstring), by
+    score, descending: (scores (K,), queries (K,) int64, classes (K,) int64), K =
+    min(``max_detections``, candidates); no score threshold (the runtime's).
 
     Args:
         logits, objectness: (N, C) class and (N,) objectness logits.
         mask_prob: (N, h, w) mask probabilities sigmoid(K . X_mask).
         multi_class: candidates are the (query, class) pairs scored :func:`class_scores`,
             otherwise each query with its top class (:func:`score_queries`); both
-            rescored by their masks (:func:`rescore_by_masks`).
+            rescored by their masks (:func:`rescore_by_masks`), then the top K kept.
         nms_sigma: > 0: same-class duplicates decay by :func:`matrix_nms`, then re-sorted.
     """
     if multi_class:
