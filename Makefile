@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export DETECTRON2_DATASETS ?= $(CURDIR)/datasets
 # glibc: keep freed memory in the heap instead of returning it to the OS (and
-# faulting it back in on the next step); CPU training runs faster (docs/results.md).
+# faulting it back in on the next step); CPU training runs faster (docs/history.md).
 export MALLOC_MMAP_MAX_ ?= 0
 export MALLOC_TRIM_THRESHOLD_ ?= 10000000000
 

@@ -38,7 +38,8 @@ without its dependencies (torch and the rest are this repository's)::
 
 Where it is not installed its rows are left out (and said so); so are the
 backends whose package is missing (``pip install -e .[openvino]``, ``.[ncnn]``).
-Results of 2026-12-01: docs/results.md ("Runtime backends").
+Results: docs/results.md ("Speed per backend, against YOLO11n-seg"); the runs of
+2026-12-01: docs/history.md ("runtime backends against YOLO11n-seg", "OpenVINO int8 through NNCF").
 """
 import os
 import statistics

@@ -180,7 +180,7 @@ def auto_processes(cfgs) -> int:
     """Training processes for --processes 0: on a CPU, the most that the cores
     allow and that divide every part's IMS_PER_BATCH (a batch of 8 on 2 cores:
     2 processes of 4 images with 1 thread each, about a fifth faster than one
-    process with 2 threads, docs/results.md); elsewhere 1."""
+    process with 2 threads, docs/history.md); elsewhere 1."""
     if any(not str(c.MODEL.DEVICE).startswith("cpu") for c in cfgs):
         return 1
     n = available_cores()
@@ -248,7 +248,7 @@ def run_image_part(args, metrics):
 # The tracking metrics count the predictions a user would show: those more likely
 # than not (score >= 0.5). At the video AP's cut (0.2) the up to VIDEO.MAX_TRACKS
 # low-score tracks per video outnumber the objects and MOTA goes negative
-# (docs/results.md, "Video fine-tuning and the tracking metrics' score cut").
+# (docs/history.md, "Video fine-tuning and the tracking metrics' score cut").
 MOT_SCORE_THRESHOLD = 0.5
 TRACKING_RULE = ("motmetrics on mask IoU: a prediction is a candidate for an object at IoU >= 0.5 "
                  "(distance 1 - IoU, motp the mean distance); predictions with score >= {score}")

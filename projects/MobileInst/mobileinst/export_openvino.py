@@ -49,7 +49,7 @@ def quantize_openvino(output: str, feeds: Dict[str, List[Dict[str, np.ndarray]]]
     asymmetric activations per tensor (the backbone's activations are not centred on
     zero), fast bias correction. Returns {name: .xml path}.
 
-    On ``make demo``'s video model (docs/results.md, "OpenVINO int8 through NNCF") the
+    On ``make demo``'s video model (docs/history.md, "OpenVINO int8 through NNCF") the
     MIXED preset lost 0.1 video AP where the default (symmetric) one lost 1.6, at 1.8x
     the fp32 graphs' speed against 2.0x; ``ModelType.TRANSFORMER`` kept fp32's speed."""
     import nncf
