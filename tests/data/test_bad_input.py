@@ -281,7 +281,7 @@ def test_checkpoint_of_another_architecture_fails_naming_keys_and_shapes(tmp_pat
     msg = str(info.value)
     assert "base.pth" in msg and "wrong shapes" in msg and "not in the model" in msg
     assert "backbone.tpm.layer2.conv.4.c.weight: checkpoint (32, 64, 1, 1), model (16, 64, 1, 1)" in msg
-    assert "CHECKPOINT_STRICT" in msg
+    assert "Partial loads that are meant" in msg
     cfg = small_cfg("MODEL.WEIGHTS", str(tmp_path / "base.pth"), "OUTPUT_DIR", str(tmp_path))
     with pytest.raises(CheckpointMismatchError, match="base.pth"):
         Trainer(cfg).resume_or_load(resume=False)
@@ -292,9 +292,10 @@ def test_checkpoint_of_another_architecture_fails_naming_keys_and_shapes(tmp_pat
     missing = r"missing from the checkpoint \(4\): instance_decoder.pooled_class_head.pooled_cls.0.weight \(128, 64\)"
     with pytest.raises(CheckpointMismatchError, match=missing):
         load_weights(build_model(small_cfg()), str(tmp_path / "no_pooled.pth"))
-    # CHECKPOINT_STRICT False: detectron2's behaviour, what fits is loaded
-    load_weights(build_model(small_cfg()), str(tmp_path / "no_pooled.pth"),
-                 small_cfg("MODEL.MOBILEINST.CHECKPOINT_STRICT", "False"))
+    # strict=False (from Python): detectron2's behaviour, what fits is loaded
+    from mobileinst.utils.checkpoint import MobileInstCheckpointer
+
+    MobileInstCheckpointer(build_model(small_cfg()), strict=False).load(str(tmp_path / "no_pooled.pth"))
 
 
 def test_checkpoint_with_other_classes_skips_only_the_class_head(tmp_path, caplog, weights):
@@ -312,39 +313,6 @@ def test_checkpoint_with_other_classes_skips_only_the_class_head(tmp_path, caplo
     own = model.state_dict()
     assert torch.equal(own["instance_decoder.kernel_head.weight"], sd["instance_decoder.kernel_head.weight"])
     assert own["instance_decoder.cls_head.weight"].shape == (5, 128)
-
-
-def _legacy_names(sd):
-    """``sd`` under the names of checkpoints saved before the pooled class head was
-    a module of its own (its layers were attributes of the instance decoder)."""
-    new = "instance_decoder.pooled_class_head."
-    return {("instance_decoder." + k[len(new):] if k.startswith(new) else k): v for k, v in sd.items()}
-
-
-def test_checkpoint_with_the_old_pooled_class_head_names_loads(tmp_path, caplog, weights):
-    """Checkpoints saved with instance_decoder.class_features / pooled_cls load
-    into instance_decoder.pooled_class_head, tensor for tensor, strict or not,
-    and with another number of classes their class head is skipped as before."""
-    sd = weights["state_dict"]
-    old = _legacy_names(sd)
-    assert "instance_decoder.pooled_cls.2.bias" in old and "instance_decoder.class_features.0.weight" in old
-    assert not any(k.startswith("instance_decoder.pooled_class_head.") for k in old)
-    torch.save({"model": old}, tmp_path / "old.pth")
-    for cfg in (None, small_cfg("MODEL.MOBILEINST.CHECKPOINT_STRICT", "False")):
-        torch.manual_seed(1)  # other initial weights: everything must come from the file
-        model = load_weights(build_model(small_cfg()), str(tmp_path / "old.pth"), cfg)
-        own = model.state_dict()
-        assert own.keys() == sd.keys() and all(torch.equal(own[k], sd[k]) for k in sd)
-    other = dict(old)
-    other["instance_decoder.pooled_cls.2.weight"] = torch.randn(7, old["instance_decoder.pooled_cls.2.weight"].shape[1])
-    other["instance_decoder.pooled_cls.2.bias"] = torch.randn(7)
-    torch.save({"model": other}, tmp_path / "old_other_classes.pth")
-    with caplog.at_level(logging.WARNING):
-        model = load_weights(build_model(small_cfg()), str(tmp_path / "old_other_classes.pth"))
-    assert "instance_decoder.pooled_class_head.pooled_cls.2.bias (7,) -> (5,)" in caplog.text
-    own = model.state_dict()
-    key = "instance_decoder.pooled_class_head.class_features.0.weight"
-    assert torch.equal(own[key], sd[key])
 
 
 def test_backbone_only_weights_load_into_a_detector(tmp_path, caplog, weights):

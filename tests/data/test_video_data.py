@@ -38,7 +38,9 @@ def test_pair_mapper_same_augmentation_and_identities(synthetic_root):
 
 
 def test_pseudo_video_from_images(synthetic_root):
-    cfg = small_cfg("INPUT.PSEUDO_VIDEO", "True")
+    """The video meta-architecture trains on frame pairs: image sets become pseudo videos."""
+    assert not isinstance(build_train_mapper(small_cfg()), YTVISPairMapper)
+    cfg = small_cfg("MODEL.META_ARCHITECTURE", "MobileInstVideo")
     mapper = build_train_mapper(cfg)
     assert isinstance(mapper, YTVISPairMapper)
     d = next(x for x in DatasetCatalog.get("test_synthetic_coco_train") if len(x["annotations"]) >= 2)

@@ -328,13 +328,13 @@ def test_runtime_cli_on_a_backend_needs_no_torch(backend, request, synthetic_roo
 @pytest.mark.parametrize("seed", range(4))
 def test_numpy_ranking_matches_the_torch_ranking(seed):
     """mobileinst_runtime.ranking (the split ncnn graphs' tails) against
-    mobileinst.postprocess.rank_detections and MobileInst.keyframe_scores on random
+    mobileinst.postprocess.rank_detections and mobileinst.video.keyframe_scores on random
     logits and masks with duplicates, for MULTI_CLASS on and off, with and without
     Matrix NMS: same scores (1e-5), and same queries and classes where the scores are
     apart from their neighbours; kept > a score threshold (the runtime's CLS_THRESHOLD),
     the same as the PyTorch ranking with that threshold."""
-    from mobileinst.mobileinst import MobileInst
     from mobileinst.postprocess import rank_detections
+    from mobileinst.video import keyframe_scores
     from mobileinst_runtime import ranking
 
     g = torch.Generator().manual_seed(seed)
@@ -373,7 +373,7 @@ def test_numpy_ranking_matches_the_torch_ranking(seed):
                 assert not np.allclose(ranking.rank_detections(logits.numpy(), obj.numpy(), probs.numpy(), thr,
                                                                100, multi_class, 0.0)[0], got[0])
 
-    class _Model:  # what MobileInst.keyframe_scores reads of the model
+    class _Model:  # what keyframe_scores reads of the model
         nms_sigma, mask_threshold = 2.0, thr
 
         @staticmethod
@@ -381,7 +381,7 @@ def test_numpy_ranking_matches_the_torch_ranking(seed):
             return mask_logits[None]
 
     out = {"pred_logits": logits[None], "pred_objectness": obj[None], "pred_kernels": torch.zeros(1, n, 4)}
-    ref = MobileInst.keyframe_scores(_Model(), out, torch.zeros(1, 4, 16, 24))
+    ref = keyframe_scores(_Model(), out, torch.zeros(1, 4, 16, 24))
     got = ranking.keyframe_scores(logits.numpy(), obj.numpy(), mask_logits.numpy(), thr, 2.0)
     for r, x in zip(ref, got):
         np.testing.assert_allclose(x, r.numpy(), atol=1e-5)

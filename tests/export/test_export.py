@@ -82,7 +82,7 @@ def test_mask_graphs_take_any_number_of_kernels(exported):
     nonkey = ort.InferenceSession(str(out / "nonkeyframe.onnx"), providers=["CPUExecutionProvider"])
     img = np.random.RandomState(0).randint(0, 255, (1, 3, H, W)).astype(np.uint8)
     kernels, scores, classes, class_scores, x_mask = key.run(None, {"image": img})
-    s = cfg.MODEL.MOBILEINST.MASK_DECODER.OUTPUT_STRIDE  # X_mask of the input padded to 128x192
+    s = 4  # the synthetic config's HighResMaskDecoder: X_mask of the input padded to 128x192 at 1/4
     assert kernels.shape == (20, 64) and class_scores.shape == (20, 5) and x_mask.shape == (1, 64, 128 // s, 192 // s)
     for k in (1, 7, 20):
         (m1,) = head.run(None, {"mask_features": x_mask, "kernels": kernels[:k]})

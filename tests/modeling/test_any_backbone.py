@@ -106,8 +106,8 @@ def test_detectron2_imagenet_r50_pkl_loads_through_the_safe_checkpointer(tmp_pat
 def test_r50_config_trains_evaluates_exports_and_tracks(synthetic_root, tmp_path):
     """configs/coco/MobileInst_R50_640.yaml with WEIGHTS "": 2 iterations with the
     project's trainer (then its evaluation on the val set), inference, the
-    exported graphs against PyTorch, and video with REUSE_GLOBAL_FEATURES on a
-    derived X6 (the backbone runs whole; the decoders get the keyframe's X6).
+    exported graphs against PyTorch, and the video tracker (kernel reuse) on the
+    image model, its settings from the config.
     From scratch with GN, as the config says: its FrozenBN normalises nothing
     without ImageNet statistics, and float32 parity with ONNX Runtime is lost
     on the unnormalised activations of 50 random layers."""
@@ -124,7 +124,7 @@ def test_r50_config_trains_evaluates_exports_and_tracks(synthetic_root, tmp_path
     trainer = Trainer(cfg)
     trainer.train()
     model = trainer.model.eval()
-    assert model.global_feature == "x6_pooled" and not model.backbone_takes_x6
+    assert model.global_feature == "x6_pooled"
     assert 0 <= trainer._last_eval_results["segm"]["AP"] <= 100  # the evaluation at the end of training
 
     image = torch.randint(0, 255, (3, 120, 150), dtype=torch.uint8)
@@ -137,14 +137,14 @@ def test_r50_config_trains_evaluates_exports_and_tracks(synthetic_root, tmp_path
     calls = []
     hook = model.backbone.register_forward_hook(lambda *a: calls.append(1))
     frames = [image, image, image]
-    full = VideoTracker.from_model(model, reuse_interval=3, track_score_threshold=0.0)
-    reused = VideoTracker.from_model(model, reuse_interval=3, reuse_global_features=True, track_score_threshold=0.0)
-    a = [full.step(f) for f in frames]
-    b = [reused.step(f) for f in frames]
+    video_cfg = cfg.clone()
+    video_cfg.MODEL.MOBILEINST.VIDEO.TRACK_SCORE_THRESHOLD = 0.0
+    tracker = VideoTracker(video_cfg, model)
+    outs = [tracker.step(f) for f in frames]
     hook.remove()
-    assert len(calls) == 6  # every frame runs the whole backbone
-    for x, y in zip(a, b):  # same frame: the keyframe's X6 is this frame's X6
-        assert torch.equal(x.pred_masks, y.pred_masks) and torch.equal(x.track_ids, y.track_ids)
+    assert len(calls) == 3 and len(outs[0]) > 0  # every frame runs the backbone
+    for o in outs[1:]:  # same frame: the reused kernels give the keyframe's masks
+        assert torch.equal(o.pred_masks, outs[0].pred_masks) and torch.equal(o.track_ids, outs[0].track_ids)
 
     export_cfg = cfg.clone()
     export_cfg.MODEL.WEIGHTS = str(tmp_path / "train" / "model_final.pth")

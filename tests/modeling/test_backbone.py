@@ -385,8 +385,7 @@ def test_inverted_residual(in_ch, out_ch, stride, t, residual):
 
 @pytest.fixture(scope="module")
 def mnv2_cfg():
-    return _cfg("build_mobilenetv2_backbone", "MODEL.MOBILENETV2.OUT_CHANNELS", "64",
-                "MODEL.MOBILENETV2.NUM_HEADS", "2", "MODEL.MOBILENETV2.DEPTH", "1")
+    return _cfg("build_mobilenetv2_backbone")
 
 
 def test_mobilenetv2_outputs(mnv2_cfg):
@@ -398,7 +397,7 @@ def test_mobilenetv2_outputs(mnv2_cfg):
     assert {k: s.stride for k, s in shapes.items()} == {"x2": 4, "x3": 8, "x4": 16, "x5": 32, "x6": 64}
     assert shapes["x2"].channels == 24
     assert shapes["x6"].channels == 24 + 32 + 96 + 320
-    assert shapes["x3"].channels == shapes["x4"].channels == shapes["x5"].channels == 64
+    assert shapes["x3"].channels == shapes["x4"].channels == shapes["x5"].channels == 256
     h, w = 128, 192
     with torch.no_grad():
         out = backbone(torch.randn(1, 3, h, w))

@@ -9,9 +9,10 @@ from detectron2.layers import ShapeSpec
 from torch import nn
 
 from mobileinst import add_mobileinst_config
-from mobileinst.instance_decoder import PooledClassHead
-from mobileinst.instance_decoder import DualInstanceDecoder, MultiHeadAttention, sine_position_embedding
-from mobileinst.mask_decoder import SemanticEnhancedMaskDecoder, coordinate_features, semantic_enhance
+from mobileinst.instance_decoder import DualInstanceDecoder, PooledClassDualInstanceDecoder, PooledClassHead
+from mobileinst.instance_decoder.dual import MultiHeadAttention, sine_position_embedding
+from mobileinst.mask_decoder import HighResMaskDecoder, SemanticEnhancedMaskDecoder, semantic_enhance
+from mobileinst.mask_decoder.blocks import CoordConv2d, coordinate_features
 
 # --------------------------------------------------------------------------- mask decoder
 
@@ -91,17 +92,18 @@ def test_mask_decoder_output_shape(tiny_features, depthwise, coords):
 def test_mask_decoder_requires_four_features(tiny_features):
     shapes, _ = tiny_features
     with pytest.raises(ValueError, match="IN_FEATURES"):
-        SemanticEnhancedMaskDecoder(input_shape=shapes, in_features=["x3", "x4", "x5"], channels=8, kernel_dim=8)
+        SemanticEnhancedMaskDecoder(input_shape=shapes, in_features=["x3", "x4", "x5"], channels=8, kernel_dim=8,
+                                    norm="BN")
 
 
 def test_mask_decoder_output_stride_4(tiny_features):
-    """OUTPUT_STRIDE 4: one more top-down level on X2; X_mask at 1/4, and X2 reaches it."""
+    """HighResMaskDecoder: one more top-down level on X2; X_mask at 1/4, and X2 reaches it."""
     shapes, feats = tiny_features
     cfg = _cfg("MODEL.MOBILEINST.MASK_DECODER.CHANNELS", "32", "MODEL.MOBILEINST.MASK_DECODER.KERNEL_DIM", "24",
                "MODEL.MOBILEINST.MASK_DECODER.NAME", "HighResMaskDecoder")
     torch.manual_seed(0)
-    dec = SemanticEnhancedMaskDecoder(cfg, shapes)
-    assert dec.output_stride == 4
+    dec = HighResMaskDecoder(cfg, shapes)
+    assert dec.output_stride == 4 and dec.high_res_feature == "x2"  # the backbone's stride-4 feature
     feats = {k: v.clone().requires_grad_(True) for k, v in feats.items()}
     out = dec(feats)
     assert tuple(out.shape) == (2, 24, 128 // 4, 192 // 4)
@@ -116,11 +118,9 @@ def test_mask_decoder_output_stride_4(tiny_features):
 
 def test_mask_decoder_output_stride_errors(tiny_features):
     shapes, _ = tiny_features
-    with pytest.raises(ValueError, match="OUTPUT_STRIDE=2: expected 8 or 4"):
-        SemanticEnhancedMaskDecoder(_cfg("MODEL.MOBILEINST.MASK_DECODER.OUTPUT_STRIDE", "2"), shapes)
     no_x2 = {k: v for k, v in shapes.items() if k != "x2"}
-    with pytest.raises(ValueError, match="HIGH_RES_FEATURE='x2'"):
-        SemanticEnhancedMaskDecoder(_cfg("MODEL.MOBILEINST.MASK_DECODER.NAME", "HighResMaskDecoder"), no_x2)
+    with pytest.raises(ValueError, match="HighResMaskDecoder needs exactly one stride-4 backbone feature"):
+        HighResMaskDecoder(_cfg(), no_x2)
     with pytest.raises(ValueError, match="LOCAL_POOL_STRIDE=6"):
         _decoder(local_pool_stride=6, mask_stride=4)
 
@@ -140,8 +140,8 @@ def test_pooled_class_head_on_stride_4_pools_to_stride_8():
     torch.manual_seed(0)
     x = torch.randn(2, KD, 16, 24)
     w = torch.rand(2, 3, 16, 24)
-    head4 = _decoder(pooled_class_head=True, mask_stride=4).pooled_class_head
-    head8 = _decoder(pooled_class_head=True, mask_stride=8).pooled_class_head
+    head4 = _decoder(PooledClassDualInstanceDecoder, mask_stride=4).pooled_class_head
+    head8 = _decoder(PooledClassDualInstanceDecoder, mask_stride=8).pooled_class_head
     head8.load_state_dict(head4.state_dict())
     assert head4.feature_pool == 2 and head8.feature_pool == 1
     with torch.no_grad():
@@ -150,23 +150,24 @@ def test_pooled_class_head_on_stride_4_pools_to_stride_8():
 
 
 def test_pooled_class_head_from_config_and_in_the_decoder():
-    """DECODER.POOLED_CLASS_HEAD: a module of the instance decoder whose logits are
-    added to those of the class head; without it the decoder has none."""
+    """PooledClassDualInstanceDecoder: the dual instance decoder with a pooled class
+    head whose logits are added to those of the class head; the paper's has none."""
     cfg = _cfg("MODEL.MOBILEINST.NUM_CLASSES", "3", "MODEL.MOBILEINST.MASK_DECODER.KERNEL_DIM", "12",
-               "MODEL.MOBILEINST.INSTANCE_DECODER.HIDDEN_DIM", "16", "MODEL.MOBILEINST.MASK_DECODER.NAME", "HighResMaskDecoder")
-    head = PooledClassHead(cfg)
+               "MODEL.MOBILEINST.INSTANCE_DECODER.HIDDEN_DIM", "16", "MODEL.MOBILEINST.INSTANCE_DECODER.NUM_HEADS", "2",
+               "MODEL.MOBILEINST.INSTANCE_DECODER.NAME", "PooledClassDualInstanceDecoder")
+    head = PooledClassDualInstanceDecoder(cfg, {"x6": ShapeSpec(channels=40, stride=64)},
+                                          ShapeSpec(channels=12, stride=4)).pooled_class_head
     assert head.class_features[0].in_channels == 12 and head.pooled_cls[0].out_features == 16
     assert head.pooled_cls[-1].out_features == 3 and head.feature_pool == 2
     plain = _decoder()
-    assert plain.pooled_class_head is None and not any("pooled" in k for k in plain.state_dict())
-    dec = _decoder(pooled_class_head=True, mask_stride=4)
+    assert not hasattr(plain, "pooled_class_head") and not any("pooled" in k for k in plain.state_dict())
+    dec = _decoder(PooledClassDualInstanceDecoder, mask_stride=4)
     assert isinstance(dec.pooled_class_head, PooledClassHead)
     x6, x_mask = torch.randn(2, GC, 2, 3), torch.randn(2, KD, 16, 24)
     with torch.no_grad():
         out = dec(x6, x_mask)
-        head, dec.pooled_class_head = dec.pooled_class_head, None
-        without = dec(x6, x_mask)
-        pooled = head(without["pred_kernels"], x_mask)
+        without = DualInstanceDecoder.forward_local(dec, dec.forward_global(x6), x_mask, x6.shape[-2:])
+        pooled = dec.pooled_class_head(without["pred_kernels"], x_mask)
     assert pooled.abs().max() > 1e-3
     torch.testing.assert_close(out["pred_kernels"], without["pred_kernels"])
     torch.testing.assert_close(out["pred_logits"], without["pred_logits"] + pooled)
@@ -179,7 +180,7 @@ def test_mask_decoder_uses_coordinates():
     feats = {"x3": torch.randn(1, 4, 8, 12), "x4": torch.randn(1, 4, 4, 6), "x5": torch.randn(1, 4, 2, 3),
              "x6": torch.randn(1, 4, 1, 2)}
     dec = SemanticEnhancedMaskDecoder(input_shape=shapes, in_features=list(shapes), channels=8, kernel_dim=4,
-                                      coord_features=True).eval()
+                                      norm="BN", output=CoordConv2d).eval()
     with torch.no_grad():
         w_xy = torch.randn(4, 2)
         dec.output.weight[:, 8:, 0, 0] = w_xy
@@ -192,14 +193,14 @@ def test_mask_decoder_uses_coordinates():
 
 
 def test_mask_decoder_projection_equals_the_conv_on_the_concatenation():
-    """project() adds the coordinates' share of the 1x1 conv once per batch:
+    """CoordConv2d adds the coordinates' share of the 1x1 conv once per batch:
     the same X_mask as the conv on [out, coords] for every image of a batch."""
     torch.manual_seed(0)
-    shapes = {k: ShapeSpec(channels=4, stride=s) for k, s in zip(["x3", "x4", "x5", "x6"], [8, 16, 32, 64])}
-    dec = SemanticEnhancedMaskDecoder(input_shape=shapes, in_features=list(shapes), channels=8, kernel_dim=4)
+    conv = CoordConv2d(8, 4)
+    assert tuple(conv.weight.shape) == (4, 10, 1, 1)
     out = torch.randn(3, 8, 5, 7)
-    expected = dec.output(torch.cat([out, coordinate_features(out)], dim=1))
-    torch.testing.assert_close(dec.project(out), expected, atol=1e-5, rtol=1e-5)
+    expected = F.conv2d(torch.cat([out, coordinate_features(out)], dim=1), conv.weight, conv.bias)
+    torch.testing.assert_close(conv(out), expected, atol=1e-5, rtol=1e-5)
 
 
 # --------------------------------------------------------------------------- instance decoder
@@ -207,12 +208,12 @@ def test_mask_decoder_projection_equals_the_conv_on_the_concatenation():
 N, C, D, KD, HID, HEADS, GC = 7, 5, 32, 16, 32, 4, 24
 
 
-def _decoder(**kw):
+def _decoder(cls=DualInstanceDecoder, **kw):
     torch.manual_seed(0)
-    args = dict(global_channels=GC, mask_channels=KD, num_classes=C, num_queries=N, hidden_dim=HID,
-                num_heads=HEADS, dim_feedforward=48, dropout=0.0, pre_norm=True, kernel_dim=KD)
+    args = dict(global_channels=GC, mask_channels=KD, mask_stride=8, num_classes=C, num_queries=N, hidden_dim=HID,
+                num_heads=HEADS, dim_feedforward=48, kernel_dim=KD, local_pool_stride=64)
     args.update(kw)
-    dec = DualInstanceDecoder(**args).eval()
+    dec = cls(**args).eval()
     with torch.no_grad():  # heads are initialised near zero: make the outputs informative
         for head in (dec.cls_head, dec.objectness_head, dec.kernel_head):
             nn.init.normal_(head.weight, std=0.5)
@@ -224,7 +225,7 @@ def test_instance_decoder_from_config():
                "MODEL.MOBILEINST.INSTANCE_DECODER.HIDDEN_DIM", "16", "MODEL.MOBILEINST.INSTANCE_DECODER.NUM_HEADS", "2",
                "MODEL.MOBILEINST.MASK_DECODER.KERNEL_DIM", "12")
     shapes = {"x6": ShapeSpec(channels=40, stride=64)}
-    dec = DualInstanceDecoder(cfg, shapes)
+    dec = DualInstanceDecoder(cfg, shapes, ShapeSpec(channels=12, stride=8))
     assert dec.query_feat.weight.shape == (6, 16)
     assert dec.global_proj.in_features == 40 and dec.local_proj.in_features == 12
     assert dec.cls_head.out_features == 3 and dec.kernel_head.out_features == 12
@@ -234,9 +235,8 @@ def test_instance_decoder_from_config():
     assert tuple(out["pred_logits"].shape) == (2, 6, 3)
 
 
-@pytest.mark.parametrize("pre_norm", [True, False])
-def test_instance_decoder_shapes(pre_norm):
-    dec = _decoder(pre_norm=pre_norm)
+def test_instance_decoder_shapes():
+    dec = _decoder()
     x6 = torch.randn(2, GC, 2, 3)
     x_mask = torch.randn(2, KD, 16, 24)
     out = dec(x6, x_mask)
@@ -250,24 +250,15 @@ def test_instance_decoder_shapes(pre_norm):
     torch.testing.assert_close(single["pred_kernels"][0], out["pred_kernels"][1], atol=1e-5, rtol=1e-5)
 
 
-def test_instance_decoder_invalid_pooling():
-    with pytest.raises(ValueError, match="LOCAL_POOLING"):
-        _decoder(local_pooling="min")
-
-
 def test_pool_local():
     torch.manual_seed(0)
     x = torch.randn(2, 3, 15, 22)
-    dec = _decoder(local_pooling="max")
+    dec = _decoder()
     torch.testing.assert_close(dec.pool_local(x, (2, 3)), F.adaptive_max_pool2d(x, (2, 3)))
     x = torch.randn(2, 3, 16, 24)
     pooled = dec.pool_local(x, torch.Size([2, 3]))
     torch.testing.assert_close(pooled, F.max_pool2d(x, (8, 8), (8, 8)))
     torch.testing.assert_close(pooled[0, 1, 1, 2], x[0, 1, 8:16, 16:24].max())
-    avg = _decoder(local_pooling="avg")
-    torch.testing.assert_close(avg.pool_local(x, (2, 3)), F.avg_pool2d(x, 8, 8))
-    x = torch.randn(1, 3, 15, 22)
-    torch.testing.assert_close(avg.pool_local(x, (2, 3)), F.adaptive_avg_pool2d(x, (2, 3)))
 
 
 def test_forward_is_global_then_local():

@@ -71,7 +71,7 @@ def test_query_passing_losses_on_frame_pairs():
 
 
 def test_mask_stride_4_targets_losses_and_inference():
-    """MASK_DECODER.OUTPUT_STRIDE 4: targets are area-pooled to the 1/4 grid of the
+    """HighResMaskDecoder (X_mask at 1/4): targets are area-pooled to the 1/4 grid of the
     mask logits, training gives finite losses, inference pastes to the input size."""
     torch.manual_seed(0)
     m = build_model(small_cfg("MODEL.MOBILEINST.MASK_DECODER.NAME", "HighResMaskDecoder"))
@@ -95,9 +95,20 @@ def test_mask_stride_4_targets_losses_and_inference():
     assert tuple(res["instances"].pred_masks.shape[-2:]) == (48, 64)
 
 
-def test_mask_upsample_must_divide_the_mask_stride():
-    with pytest.raises(ValueError, match="MASK_UPSAMPLE=3"):
-        build_model(small_cfg("MODEL.MOBILEINST.INSTANCE_DECODER.MASK_UPSAMPLE", "3"))
+def test_mask_logits_are_at_stride_4_and_inputs_padded_to_64():
+    """Derived, not keys: the mask logits are X_mask upsampled to 1/4 (2x of the paper's
+    1/8, 1x of a 1/4 X_mask), and inputs are padded to a multiple of X6's stride 64."""
+    paper = build_model(small_cfg("MODEL.MOBILEINST.MASK_DECODER.NAME", "SemanticEnhancedMaskDecoder"))
+    fine = build_model(small_cfg())
+    assert (paper.mask_stride, paper.mask_upsample) == (8, 2)
+    assert (fine.mask_stride, fine.mask_upsample) == (4, 1)
+    assert paper.size_divisibility == fine.size_divisibility == 64
+    img = torch.randint(0, 255, (3, 70, 100), dtype=torch.uint8)
+    for m in (paper, fine):
+        batch = m.preprocess([img]).tensor
+        assert tuple(batch.shape[-2:]) == (128, 128)
+        with torch.no_grad():
+            assert tuple(m.eval().predict(batch)["pred_masks"].shape[-2:]) == (32, 32)
 
 
 def test_inference_returns_instances_at_original_size(model):
@@ -135,15 +146,16 @@ def test_default_predictor_loads_weights(tmp_path, model):
 
 
 def test_channels_last_computes_the_same_function():
-    """MODEL.MOBILEINST.CHANNELS_LAST only changes the memory format."""
+    """The model keeps its weights and input batch in NHWC memory (torch.channels_last):
+    the same function as NCHW."""
+    import copy
+
     from conftest import small_cfg
     from detectron2.modeling import build_model
 
     torch.manual_seed(0)
     nhwc = build_model(small_cfg()).eval()
-    assert nhwc.channels_last
-    nchw = build_model(small_cfg("MODEL.MOBILEINST.CHANNELS_LAST", "False")).eval()
-    nchw.load_state_dict(nhwc.state_dict())
+    nchw = copy.deepcopy(nhwc).to(memory_format=torch.contiguous_format)
     conv = nhwc.backbone.tpm.stem[0].c.weight
     assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
     img = torch.randint(0, 255, (3, 96, 128), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
@@ -151,6 +163,6 @@ def test_channels_last_computes_the_same_function():
     assert batch.is_contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         a = nhwc.predict(batch)
-        b = nchw.predict(nchw.preprocess([img]).tensor)
+        b = nchw.predict(batch.contiguous())
     for k in ("pred_logits", "pred_objectness", "pred_masks"):
         torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-3)

@@ -87,15 +87,14 @@ def _passed_mask_losses_by_hand(model, pairs, assignment):
     return 2.0 * dice / num, 2.0 * bce / pixels  # MASK_DICE_WEIGHT, MASK_PIXEL_WEIGHT
 
 
-@pytest.mark.parametrize("supervise_key_frame", [True, False])
-def test_passed_branch_shares_the_matching_of_frame_t_plus_d(pairs, spy, supervise_key_frame):
-    model = _model("MODEL.MOBILEINST.VIDEO.SUPERVISE_KEY_FRAME", str(supervise_key_frame))
+def test_passed_branch_shares_the_matching_of_frame_t_plus_d(pairs, spy):
+    model = _model()
     calls = spy(model)
     losses = model(pairs)
-    # one matching, of the frames' own predictions: t and t+d, or t+d alone; none for the passed branch
+    # one matching, of the frames' own predictions (t and t+d, each on its own); none for the passed branch
     assert len(calls) == 1
     labels, assignment = calls[0]
-    own = (_labels(pairs, 0) if supervise_key_frame else []) + _labels(pairs, 1)
+    own = _labels(pairs, 0) + _labels(pairs, 1)
     assert _same(labels, own)
     # the passed branch: mask losses only, under frame t+d's assignment
     assert {k for k in losses if k.endswith("_qp")} == {"loss_mask_dice_qp", "loss_mask_bce_qp"}

@@ -114,24 +114,6 @@ def test_odd_input_size_halves_with_ceil():
         [(25, 18), (13, 9), (7, 5), (4, 3), (2, 2)]
 
 
-def test_reused_x6_skips_the_last_stage():
-    """backbone(x, x6=...) (video REUSE_GLOBAL_FEATURES): X2..X5 as without, X6 as given."""
-    torch.manual_seed(0)
-    model = SeaFormer("tiny").eval()
-    img = torch.randn(1, 3, 64, 128)
-    given = torch.randn(1, 160, 1, 2)
-    calls = []
-    model.smb5.register_forward_hook(lambda *a: calls.append("smb5"))
-    model.trans2.register_forward_hook(lambda *a: calls.append("trans2"))
-    with torch.no_grad():
-        full = model(img)
-        calls.clear()
-        reused = model(img, x6=given)
-    assert calls == [] and reused["x6"] is given
-    for k in ("x2", "x3", "x4", "x5"):
-        torch.testing.assert_close(reused[k], full[k])
-
-
 def test_unknown_variant_raises():
     with pytest.raises(ValueError, match="MODEL.SEAFORMER.VARIANT"):
         SeaFormer("huge")

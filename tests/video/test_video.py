@@ -7,13 +7,28 @@ import torch
 from conftest import small_cfg
 from detectron2.modeling import build_model
 
-from mobileinst.video import VideoTracker, associate, cosine_cost
+from mobileinst.video import VideoTracker, keyframe_scores
+from mobileinst_core import kernel_association
+
+
+def _np(x):
+    return None if x is None else x.detach().float().numpy()
+
+
+def associate(prev, cur, mask_features=None, prev_scores=None, cur_scores=None, **kwargs):
+    """:func:`mobileinst_core.kernel_association.associate` on tensors."""
+    return torch.as_tensor(kernel_association.associate(_np(prev), _np(cur), _np(mask_features), _np(prev_scores),
+                                                        _np(cur_scores), **kwargs))
+
+
+def cosine_cost(prev, cur):
+    return torch.as_tensor(kernel_association.cosine_cost(_np(prev).astype(np.float64), _np(cur).astype(np.float64)))
 
 
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    return build_model(small_cfg()).eval()
+    return build_model(small_cfg("MODEL.META_ARCHITECTURE", "MobileInstVideo")).eval()
 
 
 def _frames(n, h=64, w=96, seed=0):
@@ -166,30 +181,12 @@ def test_ten_thousand_frame_stream_runs_in_constant_memory(model):
     assert grown < 50, f"RSS grew by {grown:.1f} MB over 9500 frames"
 
 
-def test_reuse_global_features_skips_the_backbone_transformer(model, monkeypatch):
-    calls = []
-    orig = model.backbone.trans.forward
-    monkeypatch.setattr(model.backbone.trans, "forward", lambda x: calls.append(1) or orig(x))
-    tracker = VideoTracker.from_model(model, reuse_interval=3, reuse_global_features=True,
-                                      track_score_threshold=0.0)
-    frames = _frames(6)
-    outs = [tracker.step(f) for f in frames]
-    assert len(calls) == 2  # keyframes 0 and 3 only
-    # on a repeated keyframe image the reused X6 is exact: same masks as a full run
-    t2 = VideoTracker.from_model(model, reuse_interval=3, track_score_threshold=0.0)
-    same = [t2.step(frames[0]), t2.step(frames[0])]
-    t3 = VideoTracker.from_model(model, reuse_interval=3, reuse_global_features=True, track_score_threshold=0.0)
-    reused = [t3.step(frames[0]), t3.step(frames[0])]
-    assert torch.equal(same[1].pred_masks, reused[1].pred_masks)
-    assert all(o.pred_masks.shape[1:] == (64, 96) for o in outs)
-
-
 def test_nonkey_scale_runs_non_keyframes_smaller_and_pastes_full_size(model, monkeypatch):
     """VIDEO.NONKEY_SCALE: keyframes at full size, non-keyframes at the scale
     (padded to 64), all masks at the frame size; bad scales are refused."""
     sizes = []
     orig = model.encode
-    monkeypatch.setattr(model, "encode", lambda x, x6=None: sizes.append(tuple(x.shape[-2:])) or orig(x, x6))
+    monkeypatch.setattr(model, "encode", lambda x: sizes.append(tuple(x.shape[-2:])) or orig(x))
     tracker = VideoTracker.from_model(model, reuse_interval=3, nonkey_scale=0.5, track_score_threshold=0.0)
     frames = [torch.randint(0, 255, (3, 128, 192), dtype=torch.uint8) for _ in range(4)]
     outs = [tracker.step(f) for f in frames]
@@ -223,9 +220,9 @@ def test_keyframe_scores_decay_duplicate_queries():
     logits = torch.full((1, 3, 5), -6.0)
     logits[0, 0, 2], logits[0, 1, 2], logits[0, 2, 2] = 3.0, 2.0, 1.0
     out = {"pred_logits": logits, "pred_objectness": torch.zeros(1, 3), "pred_kernels": kernels}
-    scores, classes, per_class = model.keyframe_scores(out, x_mask)
+    scores, classes, per_class = keyframe_scores(model, out, x_mask)
     model.nms_sigma = 0.0
-    plain, _, plain_per_class = model.keyframe_scores(out, x_mask)
+    plain, _, plain_per_class = keyframe_scores(model, out, x_mask)
     binary = (model.mask_logits(kernels, x_mask)[0].sigmoid() > model.mask_threshold).flatten(1).float()
     inter = binary[2] @ binary[0]
     iou = float(inter / (binary[2].sum() + binary[0].sum() - inter).clamp(min=1))
