@@ -60,7 +60,7 @@ def test_resnet_without_global_feature_names_the_fix():
 def test_a_named_backbone_feature_as_x6():
     """GLOBAL_FEATURE may name any backbone feature: here res5 itself (stride 32)."""
     model = build_model(_cfg("MODEL.MOBILEINST.GLOBAL_FEATURE", "res5", *NARROW)).eval()
-    assert model.global_pool is None and model.global_feature == "res5" and not model.backbone_takes_x6
+    assert model.global_pool is None and model.global_feature == "res5"
     with torch.no_grad():
         x6, x_mask = model.encode(torch.randn(1, 3, 128, 192))
     assert tuple(x6.shape[-2:]) == (4, 6) and tuple(x_mask.shape[-2:]) == (16, 24)
