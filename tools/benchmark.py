@@ -195,8 +195,7 @@ def bench_onnx(args, cfg, model, frames, h, w, threads_list, track_threshold):
     """ONNX Runtime fp32 / int8: image latency and per-frame video latency for T in --intervals."""
     import tempfile
 
-    from export import export  # tools/export.py
-
+    from mobileinst.export import export
     from mobileinst_runtime.segmenter import ImageSegmenter, VideoSegmenter
 
     out = {}

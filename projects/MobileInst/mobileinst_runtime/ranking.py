@@ -2,7 +2,7 @@
 """Scoring, ranking and Matrix NMS in numpy: the tails of the image and keyframe
 graphs (``mobileinst.export.ImageModel`` / ``KeyframeModel``) for backends whose
 graph converters cannot take them (ncnn through pnnx has no top-k, sort,
-scatter or boolean ops; ``mobileinst.export_ncnn``).
+scatter or boolean ops; ``mobileinst.export.ncnn``).
 
 The same computations as the PyTorch ones, in float32, no torch:
 :func:`rank_detections` is ``mobileinst.postprocess.rank_detections`` and
