@@ -230,8 +230,9 @@ def main(argv=None):
     import torch
     from detectron2.modeling import build_model
 
+    from machine import machine_info  # tools/machine.py
+
     from mobileinst.config import load_mobileinst_config
-    from mobileinst.utils.machine import machine_info
 
     torch.set_num_threads(max(1, args.threads))
     backends = [b for b in args.backends if get_backend(b).available()]
