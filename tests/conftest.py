@@ -65,14 +65,13 @@ def exported(tmp_path_factory, synthetic_root):
     """One tiny export shared by the export and backend tests: random weights (seed 0),
     every graph at EXPORT_H x EXPORT_W as ONNX, TorchScript and int8 (calibrated on the
     synthetic COCO val images), and for ncnn (``--ncnn``) where ncnn and pnnx are
-    installed. Returns (cfg, graphs folder, tools/export.py's report)."""
+    installed. Returns (cfg, graphs folder, the export's report)."""
     import importlib.util
 
-    if os.path.join(ROOT, "tools") not in sys.path:
-        sys.path.insert(0, os.path.join(ROOT, "tools"))
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
-    from export import export
+
+    from mobileinst.export import export
 
     out = tmp_path_factory.mktemp("export")
     torch.manual_seed(0)

@@ -13,7 +13,7 @@ given short side and thread count. Random weights are fine for timing.
         --threads 2 [--variant "KEY VALUE ..."]            # training throughput (variants interleaved)
 
 Every run records the machine: its CPU and its measured sgemm GFLOP/s on 1
-thread and on --threads (``mobileinst.utils.machine``); compare figures of
+thread and on --threads (``tools/machine.py``); compare figures of
 different runs only as ratios to it.
 """
 import json
@@ -41,10 +41,10 @@ from mobileinst.postprocess import score_queries  # noqa: E402
 from mobileinst.utils.checkpoint import load_weights  # noqa: E402
 from mobileinst.utils.cli import config_argument_parser, parse_with_overrides  # noqa: E402
 from mobileinst.utils.fuse import fuse_conv_bn  # noqa: E402
-from mobileinst.utils.machine import machine_info  # noqa: E402
 from mobileinst.utils.pretrained import backbone_weights_key  # noqa: E402
 from mobileinst.video.tracker import VideoTracker  # noqa: E402
 from mobileinst_core.files import atomic_write_json  # noqa: E402
+from machine import machine_info  # noqa: E402  (tools/machine.py)
 
 
 MACHINE = {}  # machine_info() of this run
@@ -196,8 +196,7 @@ def bench_onnx(args, cfg, model, frames, h, w, threads_list, track_threshold):
     """ONNX Runtime fp32 / int8: image latency and per-frame video latency for T in --intervals."""
     import tempfile
 
-    from export import export  # tools/export.py
-
+    from mobileinst.export import export
     from mobileinst_runtime.segmenter import ImageSegmenter, VideoSegmenter
 
     out = {}
@@ -286,9 +285,8 @@ def _bench_training_steps(args):
     from detectron2.utils.events import EventStorage
 
     sys.path.insert(0, ROOT)
+    from step_profile import PHASES, StepProfiler  # tools/step_profile.py
     from train_net import Trainer
-
-    from mobileinst.engine.step_profile import PHASES, StepProfiler
 
     runs = []
     for variant in [""] + list(args.variant):

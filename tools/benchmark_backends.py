@@ -7,10 +7,10 @@ with YOLO11n-seg as the peer row.
     python tools/benchmark_backends.py --config-file configs/coco/MobileInst_TopFormer_base_640.yaml \
         --sizes 640x864 360x480 --video-sizes 360x480 --threads 1
 
-Random weights (timing only). For every size the image graph is exported with
-tools/export.py (fp32, int8 QDQ and, where nncf is installed, OpenVINO's int8 IR through
+Random weights (timing only). For every size the image graph is exported as
+tools/export.py exports it (``mobileinst.export``: fp32, int8 QDQ and, where nncf is installed, OpenVINO's int8 IR through
 NNCF, calibrated on synthetic frames; YOLO11n-seg's int8 graphs alike) and with
-mobileinst.export_ncnn (fp32; ncnn runs the network and numpy the ranking); each
+mobileinst.export.ncnn (fp32; ncnn runs the network and numpy the ranking); each
 backend runs it through ``mobileinst_runtime.backends`` on ``--threads`` threads.
 The calls of all rows are alternated round by round, so that the machine's load
 falls on all of them alike; the table gives medians and the ratio to onnxruntime
@@ -124,7 +124,8 @@ def export_mobileinst(cfg, model, out, sizes, calib_dir, int8, ncnn, video_sizes
     also with the video graphs (keyframe, nonkeyframe, mask_head)."""
     import torch
     from detectron2.checkpoint import DetectionCheckpointer
-    from export import export  # tools/export.py
+
+    from mobileinst.export import export
 
     DetectionCheckpointer(model, out).save("bench_weights")
     cfg = cfg.clone()
@@ -133,13 +134,13 @@ def export_mobileinst(cfg, model, out, sizes, calib_dir, int8, ncnn, video_sizes
     dirs = {}
     for h, w in list(dict.fromkeys(list(sizes) + list(video_sizes))):
         d = os.path.join(out, f"mobileinst_{h}x{w}")
-        # keyframe.onnx in any case: tools/export.py calibrates the int8 graphs with its outputs
+        # keyframe.onnx in any case: the export calibrates the int8 graphs with its outputs
         graphs = (("image",) if (h, w) in sizes else ()) + ("keyframe",)
         if (h, w) in video_sizes:
             graphs += ("nonkeyframe", "mask_head")
         export(cfg, d, h, w, graphs=graphs, torchscript=False, do_quantize=int8, calib_dir=calib_dir)
         if ncnn:
-            from mobileinst.export_ncnn import export_ncnn
+            from mobileinst.export import export_ncnn
             from mobileinst.utils.fuse import fuse_conv_bn
 
             with torch.no_grad():
@@ -178,7 +179,7 @@ def export_yolo(out, sizes, calib_images, int8, ncnn):
         if int8:
             _quantize_yolo(d, calib_images, hh, ww)
         if ncnn:
-            from mobileinst.export_ncnn import convert_graph
+            from mobileinst.export import convert_graph
 
             convert_graph(ts_path, d, "yolo", ["images"], ["output0", "output1"], [[1, 3, hh, ww]], ["float32"])
         dirs[(h, w)] = (d, (hh, ww))
@@ -190,8 +191,7 @@ def _quantize_yolo(d, images, h, w):
     IR for OpenVINO), calibrated on ``images`` as tools/export.py calibrates MobileInst's."""
     import cv2
 
-    from export import quantize  # tools/export.py
-    from mobileinst.export_openvino import nncf_available, quantize_openvino
+    from mobileinst.export import nncf_available, quantize, quantize_openvino
 
     feeds = {"yolo": [{"images": (cv2.resize(i, (w, h))[:, :, ::-1].transpose(2, 0, 1)[None] / 255.0)
                        .astype(np.float32)} for i in images]}
@@ -231,8 +231,9 @@ def main(argv=None):
     import torch
     from detectron2.modeling import build_model
 
+    from machine import machine_info  # tools/machine.py
+
     from mobileinst.config import load_mobileinst_config
-    from mobileinst.utils.machine import machine_info
 
     torch.set_num_threads(max(1, args.threads))
     backends = [b for b in args.backends if get_backend(b).available()]

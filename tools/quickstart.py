@@ -50,8 +50,8 @@ from mobileinst.engine.threads import available_cores  # noqa: E402
 from mobileinst.predictor import MobileInstPredictor  # noqa: E402
 from mobileinst.utils.checkpoint import build_checkpointer  # noqa: E402
 from mobileinst.utils.cli import config_argument_parser, parse_with_overrides  # noqa: E402
-from mobileinst.utils.machine import machine_info  # noqa: E402
 from mobileinst_core.files import atomic_write_json  # noqa: E402
+from machine import machine_info  # noqa: E402  (tools/machine.py)
 from train_net import Trainer  # noqa: E402
 
 logger = logging.getLogger("mobileinst.quickstart")

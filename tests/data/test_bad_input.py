@@ -201,9 +201,9 @@ def test_crafted_pickle_is_refused_by_train_net(weights, evil, tmp_path, monkeyp
 @pytest.mark.parametrize("evil", ["evil_system.pkl", "evil_open.pth"])
 def test_crafted_pickle_is_refused_by_demo_predictors_export_benchmark(weights, evil, tmp_path, synthetic_root):
     import benchmark
-    import export
 
     import demo
+    from mobileinst.export import export
     from mobileinst.predictor import MobileInstPredictor
     from mobileinst.video import StreamingPredictor
 
@@ -218,7 +218,7 @@ def test_crafted_pickle_is_refused_by_demo_predictors_export_benchmark(weights, 
     _assert_refused(info, weights, evil)
     assert not out.exists()
     with pytest.raises(UnsafeCheckpointError) as info:
-        export.export(cfg, str(tmp_path / "export"), 64, 64)
+        export(cfg, str(tmp_path / "export"), 64, 64)
     _assert_refused(info, weights, evil)
     assert not (tmp_path / "export").exists()
     threads = torch.get_num_threads()
@@ -656,21 +656,21 @@ def test_demo_checks_the_output_before_the_first_frame(weights, tmp_path, synthe
 
 
 def test_export_checks_weights_and_calibration_before_creating_the_output(weights, tmp_path, synthetic_root):
-    import export
+    from mobileinst.export import export
 
     out = tmp_path / "export"
     with pytest.raises(FileNotFoundError, match=r"MODEL.WEIGHTS.*missing\.pth"):
-        export.export(small_cfg("MODEL.WEIGHTS", str(tmp_path / "missing.pth")), str(out), 64, 64)
+        export(small_cfg("MODEL.WEIGHTS", str(tmp_path / "missing.pth")), str(out), 64, 64)
     assert not out.exists()
     cfg = small_cfg("MODEL.WEIGHTS", weights["good.pth"])
     with pytest.raises(FileNotFoundError, match="--calib-dir"):
-        export.export(cfg, str(out), 64, 64, do_quantize=True, calib_dir=str(tmp_path / "no_images"))
+        export(cfg, str(out), 64, 64, do_quantize=True, calib_dir=str(tmp_path / "no_images"))
     with pytest.raises(ValueError, match="--calib-dir"):
-        export.export(cfg, str(out), 64, 64, do_quantize=True)
+        export(cfg, str(out), 64, 64, do_quantize=True)
     with pytest.raises(ValueError, match="NUM_CLASSES is 6"):
-        export.export(small_cfg("MODEL.MOBILEINST.NUM_CLASSES", "6"), str(out), 64, 64)
+        export(small_cfg("MODEL.MOBILEINST.NUM_CLASSES", "6"), str(out), 64, 64)
     with pytest.raises(ValueError, match="--size 0 64"):
-        export.export(cfg, str(out), 0, 64)
+        export(cfg, str(out), 0, 64)
     assert not out.exists()
 
 

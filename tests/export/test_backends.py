@@ -69,11 +69,11 @@ def test_export_ncnn_writes_every_graph_after_the_onnx_ones(ncnn_exported, fused
     """tools/export.py --ncnn: the four graphs as ncnn files, split (network in ncnn, the
     image / keyframe ranking in numpy with export_meta.json's settings, none in the
     json); written atomically. Without the model mask_head converts whole, from its .ts
-    (``python -m mobileinst.export_ncnn`` without --config-file); the other graphs need
-    the model (mobileinst.export_ncnn's docstring lists what ncnn lacks for them)."""
+    (``export_ncnn(folder, None)``); the other graphs need the model
+    (mobileinst.export.ncnn's docstring lists what ncnn lacks for them)."""
     import shutil
 
-    from mobileinst.export_ncnn import check_ranking_settings, export_ncnn
+    from mobileinst.export.ncnn import check_ranking_settings, export_ncnn
     from mobileinst_core.export_meta import read_export_meta
     from mobileinst_runtime.backends import open_graph
 
@@ -116,7 +116,7 @@ def test_export_ncnn_writes_every_graph_after_the_onnx_ones(ncnn_exported, fused
 # ------------------------------------------------------------------------------ graph parity
 @pytest.mark.parametrize("backend", ["openvino", "ncnn"])
 def test_backend_graphs_match_pytorch(backend, request, fused_model):
-    """Each fp32 graph on the backend against its PyTorch module (mobileinst.export), as
+    """Each fp32 graph on the backend against its PyTorch module (mobileinst.export.graphs), as
     tools/export.py checks the ONNX graphs: float outputs within 1e-3, same classes,
     image masks (probabilities > MASK_THRESHOLD) IoU >= 0.99 per instance with scores
     within 1e-3 (rows with a distinct score); the mask graphs for any number of kernels."""

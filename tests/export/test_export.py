@@ -157,10 +157,9 @@ def test_runtime_tracks_match_the_pytorch_tracker(exported, synthetic_root):
 def test_runtime_with_smaller_non_keyframes_matches_the_pytorch_tracker(tmp_path, synthetic_root):
     """VIDEO.NONKEY_SCALE 0.75: the non-keyframe graph takes the 96x120 frame; the
     runtime's masks and slots match the PyTorch tracker on every frame."""
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
     import cv2
-    from export import export
 
+    from mobileinst.export import export
     from mobileinst.utils.fuse import fuse_conv_bn
     from mobileinst.video import VideoTracker
     from mobileinst_runtime.segmenter import VideoSegmenter
@@ -200,8 +199,7 @@ def test_export_with_the_papers_grid_and_local_pooling(tmp_path):
     (X_L at the size of X6, a fixed-window pool), export and match PyTorch."""
     import onnxruntime as ort
 
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    from export import export
+    from mobileinst.export import export
 
     cfg = small_cfg("MODEL.MOBILEINST.INSTANCE_DECODER.LOCAL_POOL_STRIDE", "64", "MODEL.TOPFORMER.NORM", "BN",
                     "MODEL.MOBILEINST.MASK_DECODER.NORM", "BN", "MODEL.MOBILEINST.MASK_DECODER.NAME", "SemanticEnhancedMaskDecoder")
@@ -217,8 +215,7 @@ def test_export_with_the_papers_grid_and_local_pooling(tmp_path):
 
 def test_export_with_matrix_nms(tmp_path):
     """INFERENCE.NMS_SIGMA is inside the image graph and matches PyTorch."""
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    from export import export
+    from mobileinst.export import export
 
     torch.manual_seed(0)
     cfg = small_cfg("MODEL.MOBILEINST.INFERENCE.NMS_SIGMA", "2.0")
@@ -230,8 +227,7 @@ def test_export_with_matrix_nms(tmp_path):
 def test_export_removes_an_earlier_exports_int8_graphs(tmp_path):
     """Re-exporting a graph into the same folder removes its old *_int8.onnx / .xml / .bin
     (the OpenVINO backend would take an old IR over the new graph); other graphs' stay."""
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    from export import export
+    from mobileinst.export import export
 
     stale = [tmp_path / f"image_int8{ext}" for ext in (".onnx", ".xml", ".bin")]
     other = tmp_path / "mask_head_int8.xml"
@@ -247,8 +243,7 @@ def test_export_with_a_seaformer_backbone(tmp_path):
     input's rows and columns) exports and matches PyTorch. Its DROP_PATH_RATE 0.1 also
     checks that exporting leaves the model in eval mode (drop path off) for the parity
     check that follows."""
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    from export import export
+    from mobileinst.export import export
 
     torch.manual_seed(0)
     cfg = small_cfg("MODEL.BACKBONE.NAME", "build_seaformer_backbone", "MODEL.SEAFORMER.VARIANT", "tiny")

@@ -3,7 +3,6 @@ an X6 derived from X5 (mobileinst.features), and the R-50 config end to end
 (2 training iterations, evaluation, export, video with a derived X6)."""
 import os
 import pickle
-import sys
 
 import numpy as np
 import pytest
@@ -111,10 +110,9 @@ def test_r50_config_trains_evaluates_exports_and_tracks(synthetic_root, tmp_path
     From scratch with GN, as the config says: its FrozenBN normalises nothing
     without ImageNet statistics, and float32 parity with ONNX Runtime is lost
     on the unnormalised activations of 50 random layers."""
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    from export import export
     from train_net import Trainer
 
+    from mobileinst.export import export
     from mobileinst.video import VideoTracker
 
     torch.manual_seed(0)

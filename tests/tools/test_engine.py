@@ -1,10 +1,12 @@
 """The training engine: foreach optimizer and clipping, EMA, time budget, step profiler."""
+import os
+import sys
 import types
 import weakref
 
 import pytest
 import torch
-from conftest import small_cfg
+from conftest import ROOT, small_cfg
 from detectron2.solver.build import maybe_add_gradient_clipping
 
 from mobileinst.engine import ModelEMA, build_optimizer, clip_gradients_, scaled_steps
@@ -189,9 +191,11 @@ class _Tick(engine_hooks.HookBase):
 
 
 def test_step_profiler_times_every_phase(synthetic_root):
+    """tools/step_profile.py (tools/benchmark.py --train)."""
+    if os.path.join(ROOT, "tools") not in sys.path:
+        sys.path.insert(0, os.path.join(ROOT, "tools"))
+    from step_profile import PHASES, StepProfiler
     from train_net import Trainer
-
-    from mobileinst.engine.step_profile import PHASES, StepProfiler
 
     cfg = small_cfg()
     model = Trainer.build_model(cfg)

@@ -193,6 +193,8 @@ def _run_job(job_path):
                 runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
             else:
                 sys.argv = list(argv)
+                # as `python tools/x.py` does: the script's folder first on sys.path (tools/machine.py)
+                sys.path.insert(0, os.path.dirname(os.path.abspath(argv[0])))
                 runpy.run_path(argv[0], run_name="__main__")
         except SystemExit as e:
             if e.code not in (0, None):

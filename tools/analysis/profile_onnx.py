@@ -34,6 +34,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "projects", "MobileInst"))
+sys.path.insert(0, os.path.join(ROOT, "tools"))  # machine.py
 
 # (substring of a node name, part): the first that matches names the part
 PARTS = (
@@ -140,7 +141,7 @@ def main(argv=None):
     for path in args.onnx:
         if not os.path.exists(path):
             p.error(f"'{path}' does not exist; export it with tools/export.py")
-    from mobileinst.utils.machine import sgemm_gflops
+    from machine import sgemm_gflops
 
     res = {"sgemm_gflops": round(sgemm_gflops(args.threads), 1), "threads": args.threads}
     print(f"# {args.threads} thread(s); sgemm {res['sgemm_gflops']} GFLOP/s")

@@ -14,10 +14,10 @@ is taken too. Files read per backend:
 
 * ``onnxruntime``: ``{name}.onnx`` (fp32 and the int8 QDQ graphs).
 * ``openvino``: ``{name}.xml`` (an OpenVINO IR: the int8 graphs NNCF wrote,
-  ``mobileinst.export_openvino``) where there is one, else the same ``{name}.onnx``;
+  ``mobileinst.export.openvino``) where there is one, else the same ``{name}.onnx``;
   compiled for the CPU (f32 inference precision: no bf16 on CPUs that have it).
   onnxruntime's QDQ graphs compile partly as fp32 fake quantization (below).
-* ``ncnn``: ``{name}.ncnn.param`` / ``.bin`` / ``.json`` (``mobileinst.export_ncnn``);
+* ``ncnn``: ``{name}.ncnn.param`` / ``.bin`` / ``.json`` (``mobileinst.export.ncnn``);
   where a graph had to be split, the json names the numpy post-processing
   (``ranking``) that gives the same outputs as the ONNX graph, with the ranking
   settings of export_meta.json (``mobileinst_core.export_meta``). fp32 only.
@@ -230,7 +230,7 @@ class OpenVinoBackend(Backend):
     def open(self, model_dir, graph, threads=0):
         ov = self.load()
         name = _graph_name(graph)
-        path = os.path.join(model_dir, f"{name}.xml")  # an IR: NNCF's int8 graphs (mobileinst.export_openvino)
+        path = os.path.join(model_dir, f"{name}.xml")  # an IR: NNCF's int8 graphs (mobileinst.export.openvino)
         if os.path.exists(path):
             _check_file(path[: -len(".xml")] + ".bin", f"the weights of '{path}'; run tools/export.py --quantize again")
         else:
@@ -319,7 +319,7 @@ _SPEC_KINDS = (None, "image", "keyframe", "drop_batch")
 
 
 def read_ncnn_spec(path: str) -> dict:
-    """A ``{name}.ncnn.json`` (``mobileinst.export_ncnn``): the blobs of the graph's inputs
+    """A ``{name}.ncnn.json`` (``mobileinst.export.ncnn``): the blobs of the graph's inputs
     and outputs and the post-processing kind; ``ValueError`` naming the file and the field
     that is missing or invalid."""
     with open(path) as f:
@@ -342,7 +342,7 @@ def read_ncnn_spec(path: str) -> dict:
 
 
 class NcnnBackend(Backend):
-    """``{name}.ncnn.param`` / ``.bin`` / ``.json`` (``mobileinst.export_ncnn``) with ncnn's
+    """``{name}.ncnn.param`` / ``.bin`` / ``.json`` (``mobileinst.export.ncnn``) with ncnn's
     Python package, fp32 (fp16 / bf16 storage and arithmetic off), no Vulkan."""
 
     name, package, int8 = "ncnn", "ncnn", False
@@ -355,7 +355,7 @@ class NcnnBackend(Backend):
                              "not in its Python package; use the fp32 graphs or --backend onnxruntime/openvino")
         base = os.path.join(model_dir, f"{name}.ncnn")
         for ext in (".json", ".param", ".bin"):
-            _check_file(base + ext, "export with tools/export.py --ncnn (or run python -m mobileinst.export_ncnn "
+            _check_file(base + ext, "export with tools/export.py --ncnn (or call mobileinst.export.export_ncnn "
                                     "on the export folder)")
         spec = read_ncnn_spec(base + ".json")
         # the split image / keyframe graphs rank in numpy with the export's settings

@@ -2,7 +2,7 @@
 """Scoring, ranking and Matrix NMS in numpy: the tails of the image and keyframe
 graphs (``mobileinst.export.ImageModel`` / ``KeyframeModel``) for backends whose
 graph converters cannot take them (ncnn through pnnx has no top-k, sort,
-scatter or boolean ops; ``mobileinst.export_ncnn``).
+scatter or boolean ops; ``mobileinst.export.ncnn``).
 
 Only what the ncnn backend needs (``backends.py``: :func:`rank_image`,
 :func:`keyframe_scores`), the same computations as the PyTorch ones, in

@@ -39,8 +39,8 @@ from mobileinst_core.export_meta import ExportMeta
 from mobileinst_core.sizes import nonkey_size
 from torch import nn
 
-from .config import build_tracker_settings
-from .postprocess import rank_detections
+from ..config import build_tracker_settings
+from ..postprocess import rank_detections
 
 
 def padded_size(model, height: int, width: int):

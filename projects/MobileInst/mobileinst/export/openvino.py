@@ -11,7 +11,7 @@ as int8. The runtime's OpenVINO backend takes the ``.xml`` where there is one; i
 needs ``openvino`` only, not NNCF.
 
 The calibration feeds are those of onnxruntime's quantization
-(``tools/export.py``'s ``calibration_feeds``), so both int8 graphs see the same images.
+(:func:`mobileinst.export.int8.calibration_feeds`), so both int8 graphs see the same images.
 """
 import logging
 import os

@@ -2,12 +2,9 @@
 """ncnn graphs through pnnx, next to the ONNX / TorchScript graphs of tools/export.py.
 
 ``tools/export.py --ncnn`` writes them after the ONNX / TorchScript graphs (one
-export command gives every backend's files); on an existing export folder::
-
-    python -m mobileinst.export_ncnn --config-file CONFIG --model-dir output/export \
-        MODEL.WEIGHTS output/.../model_final.pth
-
-writes, for each graph of the export folder (sizes from its export_meta.json),
+export command gives every backend's files, without trying to convert the graphs
+whole). :func:`export_ncnn` writes, for each graph of an export folder (sizes from
+its export_meta.json),
 ``{name}.ncnn.param``, ``{name}.ncnn.bin`` and ``{name}.ncnn.json`` (input /
 output blob names, input dtypes, and the kind of numpy post-processing the
 runtime adds, which takes its settings from export_meta.json), read by
@@ -57,9 +54,9 @@ from torch import nn
 
 from mobileinst_core.export_meta import META_FILE, ExportMeta, read_export_meta
 
-from .export import GRAPHS, _Base
+from .graphs import GRAPHS, _Base
 
-logger = logging.getLogger("mobileinst.export_ncnn")
+logger = logging.getLogger("mobileinst.export.ncnn")
 
 
 # ---------------------------------------------------------------- split modules
@@ -258,7 +255,7 @@ def export_ncnn(model_dir: str, model: Optional[nn.Module] = None, graphs: Seque
     """ncnn graphs for ``graphs`` of a tools/export.py folder. Each graph is first
     converted whole from its ``.ts`` (``try_whole``); where ncnn cannot create
     some of its layers, the split graph is built from ``model`` (the same weights,
-    conv+BN fused as tools/export.py does) with the numpy post-processing named in
+    conv+BN fused as :func:`mobileinst.export.load_model` gives it) with the numpy post-processing named in
     its json. With ``model`` given, mask_head (which converts whole) is rebuilt with a
     MatMul in place of its Einsum (:class:`NcnnMaskHead`, ncnn's Einsum is slow).
     The split image / keyframe graphs rank with the settings of the folder's
@@ -310,7 +307,7 @@ def convert_graph(ts_path: str, model_dir: str, name: str, inputs: Sequence[str]
         return _install(res, spec, model_dir, name)
 
 
-# graph name -> (input names, output names, input dtypes) of the whole graphs (tools/export.py)
+# graph name -> (input names, output names, input dtypes) of the whole graphs (build_graph_modules)
 _WHOLE_IO = {
     "image": (["image"], ["scores", "classes", "mask_probs"], ["uint8"]),
     "keyframe": (["image"], ["kernels", "scores", "classes", "class_scores", "mask_features"], ["uint8"]),
@@ -384,32 +381,3 @@ def _convert_split(name, model, meta, h, w, nh, nw, tmp):
                           [[1, 3, nh, nw], ["k", d]], post={"kind": "drop_batch"}, whole=False)
     raise ValueError(f"No split graph for '{name}'")
 
-
-def main(argv=None):
-    from .utils.cli import config_argument_parser, parse_with_overrides
-
-    parser = config_argument_parser(description=__doc__)
-    parser.add_argument("--model-dir", required=True, help="tools/export.py output folder (with the *.ts graphs)")
-    parser.add_argument("--config-file", default=None, help="needed for the graphs that are split")
-    parser.add_argument("--graphs", nargs="+", default=list(GRAPHS), choices=list(GRAPHS))
-    parser.add_argument("--no-whole", action="store_true", help="skip the whole-graph attempt (faster)")
-    args = parse_with_overrides(parser, argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    model = None
-    if args.config_file:
-        from detectron2.modeling import build_model
-
-        from .config import load_mobileinst_config
-        from .utils.checkpoint import load_weights
-        from .utils.fuse import fuse_conv_bn
-
-        cfg = load_mobileinst_config(args.config_file, args.opts, device="cpu")
-        model = build_model(cfg).eval()
-        load_weights(model, cfg.MODEL.WEIGHTS, cfg)
-        model = fuse_conv_bn(model)
-    report = export_ncnn(args.model_dir, model, args.graphs, try_whole=not args.no_whole)
-    print(json.dumps(report, indent=2))
-
-
-if __name__ == "__main__":
-    main()
