@@ -11,7 +11,7 @@ float32, no torch: :func:`rank_detections` is
 the same one order (candidates, rescored by the masks, top MAX_DETECTIONS,
 Matrix-NMS decay re-sorted; the runtime then keeps scores > CLS_THRESHOLD, as
 after the ONNX image graph), and :func:`keyframe_scores` is
-``MobileInst.keyframe_scores`` (tests/export/test_backends.py checks them
+``mobileinst.video.keyframe_scores`` (tests/export/test_backends.py checks them
 against each other on random inputs, MULTI_CLASS on and off, with and without
 NMS_SIGMA). The settings (MASK_THRESHOLD, MAX_DETECTIONS, MULTI_CLASS,
 NMS_SIGMA) come from export_meta.json

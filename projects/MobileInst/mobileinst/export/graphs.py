@@ -21,7 +21,7 @@ association between keyframes and the pasting of masks into the frame:
 from the config: the input, the thresholds and the video settings a runtime needs.
 
 ``mask_probs`` are sigmoid(K . X_mask) on the mask grid of the padded input
-((h, w) = padded size / OUTPUT_STRIDE * MASK_UPSAMPLE). A runtime pastes them into the
+((h, w) = padded size / 4, the stride of the mask logits). A runtime pastes them into the
 frame with :func:`mobileinst_core.masks.paste_masks`, the function the
 PyTorch post-processing uses: one bilinear resize per mask straight to the
 frame size, then the MASK_THRESHOLD. Only the runtime knows the frame size,
@@ -41,6 +41,7 @@ from torch import nn
 
 from ..config import build_tracker_settings
 from ..postprocess import rank_detections
+from ..video.keyframe import keyframe_scores
 
 
 def padded_size(model, height: int, width: int):
@@ -91,7 +92,7 @@ class KeyframeModel(_Base):
     def forward(self, image):
         x6, x_mask = self.model.encode(self.normalize(image))
         out = self.model.instance_decoder(x6, x_mask)
-        scores, classes, per_class = self.model.keyframe_scores(out, x_mask)
+        scores, classes, per_class = keyframe_scores(self.model, out, x_mask)
         return out["pred_kernels"][0], scores, classes, per_class, x_mask
 
 
@@ -152,7 +153,7 @@ def build_export_meta(cfg, model, height: int, width: int) -> ExportMeta:
         pixel_mean=tuple(cfg.MODEL.PIXEL_MEAN),
         pixel_std=tuple(cfg.MODEL.PIXEL_STD),
         num_classes=cfg.MODEL.MOBILEINST.NUM_CLASSES,
-        num_queries=cfg.MODEL.MOBILEINST.DECODER.NUM_QUERIES,
+        num_queries=cfg.MODEL.MOBILEINST.INSTANCE_DECODER.NUM_QUERIES,
         class_names=meta.get("thing_classes", None) if meta is not None else None,
         category_ids=dataset_category_ids(meta.get("thing_dataset_id_to_contiguous_id", None)) if meta is not None
         else None,
