@@ -21,12 +21,8 @@ from detectron2.structures import Instances
 
 from mobileinst.data import MobileInstDatasetMapper
 from mobileinst.data.datasets.builtin import register_all_synthetic
-from mobileinst.utils.checkpoint import (
-    CheckpointMismatchError,
-    MobileInstCheckpointer,
-    UnsafeCheckpointError,
-    load_weights,
-)
+from mobileinst.utils.checkpoint import CheckpointMismatchError, MobileInstCheckpointer, load_weights
+from mobileinst.utils.weights_io import UnsafeCheckpointError
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 

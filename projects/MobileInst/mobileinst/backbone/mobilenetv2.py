@@ -18,7 +18,8 @@ from torch import nn
 from torchvision.models import mobilenet_v2
 
 from ..layers import get_norm
-from ..utils.checkpoint import check_state_dict, read_state_dict
+from ..utils.checkpoint import check_state_dict
+from ..utils.weights_io import read_state_dict
 from .token_transformer import SemanticInjection, TokenTransformer, pyramid_pool
 
 # Indices in ``features`` after which the feature stride becomes 4, 8, 16, 32
