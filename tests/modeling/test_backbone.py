@@ -466,12 +466,13 @@ def test_fuse_conv_bn_mask_decoder():
     from detectron2.layers import ShapeSpec
 
     from mobileinst.mask_decoder import SemanticEnhancedMaskDecoder
+    from mobileinst.mask_decoder.blocks import depthwise_separable_conv
 
     torch.manual_seed(0)
     shapes = {"x3": ShapeSpec(channels=8, stride=8), "x4": ShapeSpec(channels=8, stride=16),
               "x5": ShapeSpec(channels=8, stride=32), "x6": ShapeSpec(channels=12, stride=64)}
     dec = SemanticEnhancedMaskDecoder(input_shape=shapes, in_features=["x3", "x4", "x5", "x6"], channels=16,
-                                      kernel_dim=8, depthwise=True)
+                                      kernel_dim=8, norm="BN", conv=depthwise_separable_conv)
     dec = _randomize_bn(dec, seed=6).eval()
     feats = {"x3": torch.randn(1, 8, 16, 16), "x4": torch.randn(1, 8, 8, 8), "x5": torch.randn(1, 8, 4, 4),
              "x6": torch.randn(1, 12, 2, 2)}

@@ -209,21 +209,18 @@ def test_given_assignment_and_mask_only():
         torch.testing.assert_close(only[k], wrong[k])
 
 
-def test_forward_adds_the_global_and_passed_losses():
-    """forward: the losses of the instance predictions, "_global" of the global
-    stage's (matched on their own), "_qp" of the passed masks (L_mask under the
-    assignment of the instance predictions of the last images), in that order."""
+def test_forward_adds_the_passed_losses():
+    """forward: the losses of the instance predictions, then "_qp" of the passed masks
+    (L_mask under the assignment of the instance predictions of the last images)."""
     outputs, targets = _problem(perfect=True)
-    wrong, _ = _problem(perfect=False)
     crit = SetCriterion(_cfg())
     own, matched = crit.set_losses(outputs, targets, return_indices=True)
     # passed masks of image 1: target 0 at query 0, junk at query 1 (the query of its assignment)
     passed = torch.full((1, 3, 8, 8), -BIG)
     passed[0, 0] = outputs["pred_masks"][1, 1]
     passed = {"pred_masks": passed}
-    losses = crit(dict(outputs, global_outputs=wrong, passed_outputs=passed), targets)
+    losses = crit(dict(outputs, passed_outputs=passed), targets)
     expected = dict(own)
-    expected.update({k + "_global": v for k, v in crit.set_losses(wrong, targets).items()})
     qp = crit.set_losses(passed, targets[1:], matched[1:], mask_only=True)
     expected.update({k + "_qp": v for k, v in qp.items()})
     assert list(losses) == list(expected)
@@ -232,9 +229,6 @@ def test_forward_adds_the_global_and_passed_losses():
     # matched on their own, the passed masks would have been near perfect
     rematched = crit.set_losses(dict(passed, pred_logits=outputs["pred_logits"][1:]), targets[1:], mask_only=True)
     assert losses["loss_mask_dice_qp"] > 0.5 > rematched["loss_mask_dice"]
-    # instance predictions of the last image only (frame t not supervised): matched to the last target
-    last = crit({k: v[1:] for k, v in outputs.items()}, targets)
-    assert last == crit.set_losses({k: v[1:] for k, v in outputs.items()}, targets[1:])
 
 
 def test_pooled_class_losses_need_the_head_and_a_weight():

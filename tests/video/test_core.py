@@ -76,7 +76,7 @@ def _settings(**changes):
 
     base = dict(reuse_interval=2, association=True, max_tracks=3, track_score_threshold=0.5,
                 association_mask_weight=0.0, association_score_threshold=0.2, association_min_iou=0.1,
-                mask_threshold=0.45, nonkey_scale=1.0, reuse_global_features=False)
+                mask_threshold=0.45, nonkey_scale=1.0)
     base.update(changes)
     return TrackerSettings(**base)
 

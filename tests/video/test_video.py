@@ -44,7 +44,7 @@ def test_associate_recovers_a_permutation():
     p = associate(k, cur)
     # current query p[i] continues slot i, i.e. cur[p[i]] ~ k[i]
     assert torch.equal(perm[p], torch.arange(12))
-    assert torch.allclose(cosine_cost(k, k).diagonal(), torch.zeros(12), atol=1e-5)
+    assert torch.allclose(cosine_cost(k, k).diagonal(), torch.zeros(12, dtype=torch.float64), atol=1e-5)
     # one-to-one even with duplicates: two identical current kernels go to two slots
     cur2 = torch.stack([k[0], k[0], k[2]])
     p2 = associate(k[:3], cur2)

@@ -25,6 +25,9 @@ def fuse_conv_bn(model: nn.Module, inplace: bool = False) -> nn.Module:
     if not inplace:
         model = copy.deepcopy(model)
     model.eval()
+    # NHWC weights (a MobileInst model keeps them so): the fused convs get them too
+    channels_last = any(p.dim() == 4 and p.shape[1] > 1 and p.shape[-1] * p.shape[-2] > 1 and not p.is_contiguous()
+                        and p.is_contiguous(memory_format=torch.channels_last) for p in model.parameters())
     for module in list(model.modules()):
         if isinstance(module, Conv2dBN) and _is_bn(module.bn):
             module.c = fuse_conv_bn_eval(module.c, module.bn)
@@ -45,6 +48,6 @@ def fuse_conv_bn(model: nn.Module, inplace: bool = False) -> nn.Module:
                 if type(conv) is nn.Conv2d and _is_bn(bn):
                     module._modules[a] = fuse_conv_bn_eval(conv, bn)
                     module._modules[b] = nn.Identity()
-    if getattr(model, "channels_last", False):  # fused convs are new tensors
+    if channels_last:  # fused convs are new tensors
         model.to(memory_format=torch.channels_last)
     return model
