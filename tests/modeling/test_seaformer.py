@@ -311,7 +311,7 @@ def test_coco_config_builds_and_runs_inference(variant):
     img = torch.randint(0, 255, (3, 128, 176), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         inst = model([{"image": img}])[0]["instances"]
-    assert inst.image_size == (128, 176) and len(inst) == cfg.MODEL.MOBILEINST.INFERENCE.MAX_DETECTIONS
+    assert inst.image_size == (128, 176) and 0 < len(inst) <= cfg.MODEL.MOBILEINST.INFERENCE.MAX_DETECTIONS
     assert inst.pred_masks.shape[-2:] == (128, 176) and torch.isfinite(inst.scores).all()
 
 
