@@ -107,12 +107,9 @@ class DualInstanceDecoder(nn.Module):
                 f"MODEL.MOBILEINST.INSTANCE_DECODER.LOCAL_POOL_STRIDE={local_pool_stride}: expected a multiple of "
                 f"the stride of X_mask ({mask_stride})"
             )
-        self.num_queries = num_queries
-        self.num_classes = num_classes
-        self.hidden_dim = hidden_dim
-        self.mask_channels = mask_channels
-        self.mask_stride = mask_stride
-        self.local_pool_stride = local_pool_stride
+        self.num_queries, self.num_classes, self.hidden_dim = num_queries, num_classes, hidden_dim
+        # X_mask's channels and stride, and the stride of X_L
+        self.mask_channels, self.mask_stride, self.local_pool_stride = mask_channels, mask_stride, local_pool_stride
         self.query_feat = nn.Embedding(num_queries, hidden_dim)
         self.query_pos = nn.Embedding(num_queries, hidden_dim)
         self.global_proj = nn.Linear(global_channels, hidden_dim)
