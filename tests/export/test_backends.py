@@ -273,7 +273,8 @@ def video_ap_setup(exported, tmp_path_factory):
                              str(root / "val" / "JPEGImages"))
     # the PyTorch path at the export's size: frames stay H x W (no resize), padded as the graphs pad
     cfg = small_cfg("MODEL.WEIGHTS", cfg.MODEL.WEIGHTS, "DATASETS.TEST", f"('{name}',)",
-                    "INPUT.MIN_SIZE_TEST", str(H), "INPUT.MAX_SIZE_TEST", str(W))
+                    "INPUT.MIN_SIZE_TEST", str(H), "INPUT.MAX_SIZE_TEST", str(W),
+                    "MODEL.META_ARCHITECTURE", "MobileInstVideo")
     torch_results = eval_runtime.pytorch_results(cfg, name)
     gt = json.load(open(MetadataCatalog.get(name).json_file))
     # PyTorch's tracks as the ground truth: a runtime that tracks alike scores its AP

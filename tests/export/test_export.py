@@ -127,6 +127,8 @@ def test_runtime_tracks_match_the_pytorch_tracker(exported, synthetic_root):
     from mobileinst_runtime.segmenter import VideoSegmenter
 
     cfg, out, _ = exported
+    cfg = cfg.clone()
+    cfg.MODEL.META_ARCHITECTURE = "MobileInstVideo"  # the same weights: its tracker settings are the export's
     model = build_model(cfg).eval()
     DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
     model = fuse_conv_bn(model)
@@ -165,7 +167,7 @@ def test_runtime_with_smaller_non_keyframes_matches_the_pytorch_tracker(tmp_path
     from mobileinst_runtime.segmenter import VideoSegmenter
 
     torch.manual_seed(0)
-    cfg = small_cfg("MODEL.MOBILEINST.VIDEO.NONKEY_SCALE", "0.75")
+    cfg = small_cfg("MODEL.MOBILEINST.VIDEO.NONKEY_SCALE", "0.75", "MODEL.META_ARCHITECTURE", "MobileInstVideo")
     model = build_model(cfg).eval()
     DetectionCheckpointer(model, str(tmp_path)).save("weights")
     cfg.defrost()
