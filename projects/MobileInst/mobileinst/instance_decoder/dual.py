@@ -45,6 +45,40 @@ def sine_position_embedding(x: torch.Tensor, num_feats: int, temperature: float 
     return pos.flatten(1, 2).to(x.dtype)
 
 
+def pool_to_x6_size(x_mask: torch.Tensor, x6_size) -> torch.Tensor:
+    """The paper's X_L: X_mask max-pooled to the size of X6. With inputs padded to a
+    multiple of 64 the ratio is an integer and a fixed-window pool is used
+    (exportable); otherwise adaptive pooling."""
+    h, w = (int(s) for s in x_mask.shape[-2:])
+    sh, sw = int(x6_size[0]), int(x6_size[1])
+    if h % sh == 0 and w % sw == 0:
+        k = (h // sh, w // sw)
+        return F.max_pool2d(x_mask, k, k)
+    return F.adaptive_max_pool2d(x_mask, (sh, sw))
+
+
+class StridePool:
+    """Beyond the paper (LOCAL_POOL_STRIDE < 64): X_L = X_mask max-pooled by ``kernel``,
+    a finer X_L than the size of X6 (helps small inputs)."""
+
+    def __init__(self, kernel: int):
+        self.kernel = int(kernel)
+
+    def __call__(self, x_mask: torch.Tensor, x6_size) -> torch.Tensor:
+        k = self.kernel
+        return x_mask if k == 1 else F.max_pool2d(x_mask, k, k, ceil_mode=True)
+
+
+def local_pool(local_pool_stride: int, mask_stride: int):
+    """The pool X_mask -> X_L of INSTANCE_DECODER.LOCAL_POOL_STRIDE: ``pool(x_mask, x6_size)``."""
+    if local_pool_stride % mask_stride or local_pool_stride < mask_stride:
+        raise ValueError(
+            f"MODEL.MOBILEINST.INSTANCE_DECODER.LOCAL_POOL_STRIDE={local_pool_stride}: expected a multiple of "
+            f"the stride of X_mask ({mask_stride})"
+        )
+    return pool_to_x6_size if local_pool_stride == GLOBAL_STRIDE else StridePool(local_pool_stride // mask_stride)
+
+
 class MultiHeadAttention(nn.Module):
     """Plain multi-head attention (matmul + softmax): exports to ONNX/TorchScript."""
 
@@ -102,11 +136,7 @@ class DualInstanceDecoder(nn.Module):
             prior_prob: the initial class probability (focal loss's prior).
         """
         super().__init__()
-        if local_pool_stride % mask_stride or local_pool_stride < mask_stride:
-            raise ValueError(
-                f"MODEL.MOBILEINST.INSTANCE_DECODER.LOCAL_POOL_STRIDE={local_pool_stride}: expected a multiple of "
-                f"the stride of X_mask ({mask_stride})"
-            )
+        self._pool = local_pool(local_pool_stride, mask_stride)
         self.num_queries, self.num_classes, self.hidden_dim = num_queries, num_classes, hidden_dim
         # X_mask's channels and stride, and the stride of X_L
         self.mask_channels, self.mask_stride, self.local_pool_stride = mask_channels, mask_stride, local_pool_stride
@@ -156,22 +186,9 @@ class DualInstanceDecoder(nn.Module):
         return proj(x.flatten(2).transpose(1, 2)), pos
 
     def pool_local(self, x_mask: torch.Tensor, size) -> torch.Tensor:
-        """X_L: X_mask max-pooled to ``size`` (the size of X6, the paper's choice).
-
-        With inputs padded to a multiple of 64 the ratio is an integer and a
-        fixed-window pool is used (exportable); otherwise adaptive pooling.
-        With LOCAL_POOL_STRIDE < 64, X_mask is pooled to that stride instead
-        (a finer X_L for small inputs).
-        """
-        if self.local_pool_stride != GLOBAL_STRIDE:
-            k = self.local_pool_stride // self.mask_stride
-            return x_mask if k == 1 else F.max_pool2d(x_mask, k, k, ceil_mode=True)
-        h, w = (int(s) for s in x_mask.shape[-2:])
-        sh, sw = int(size[0]), int(size[1])
-        if h % sh == 0 and w % sw == 0:
-            k = (h // sh, w // sw)
-            return F.max_pool2d(x_mask, k, k)
-        return F.adaptive_max_pool2d(x_mask, (sh, sw))
+        """X_L: X_mask max-pooled to ``size``, the size of X6 (:func:`pool_to_x6_size`),
+        or by LOCAL_POOL_STRIDE (:class:`StridePool`)."""
+        return self._pool(x_mask, size)
 
     def forward_global(self, x6: torch.Tensor) -> torch.Tensor:
         """Global stage: learnable queries attend to X6. Returns Q_G (B, N, D)."""
