@@ -57,7 +57,7 @@ from mobileinst.engine import (  # noqa: E402
     split_cpu_threads,
 )
 from mobileinst.evaluation import MobileInstCOCOEvaluator, YTVISEvaluator  # noqa: E402
-from mobileinst.utils.checkpoint import build_checkpointer  # noqa: E402
+from mobileinst.utils.checkpoint import MobileInstCheckpointer  # noqa: E402
 from mobileinst.utils.cli import describe_overrides, parse_with_overrides  # noqa: E402
 from mobileinst.utils.pretrained import check_start_weights  # noqa: E402
 
@@ -89,7 +89,7 @@ class Trainer(DefaultTrainer):
         )
         self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = build_checkpointer(cfg, model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = MobileInstCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
@@ -192,7 +192,7 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        build_checkpointer(cfg, model, cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        MobileInstCheckpointer(model, cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         res = Trainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, res)

@@ -90,7 +90,7 @@ def bench_mobileinst(args, image):
     cfg = mobileinst_cfg(args)
     model = build_model(cfg).eval()
     if args.weights:  # read as data; must fit the model
-        load_weights(model, args.weights, cfg, field="--weights")
+        load_weights(model, args.weights, field="--weights")
     params = count_params(model)
     raw_model = model
     if not args.no_fuse:

@@ -61,7 +61,7 @@ def pytorch_results(cfg, dataset):
 
     check_num_classes(cfg, [dataset])
     model = build_model(cfg).eval()
-    load_weights(model, cfg.MODEL.WEIGHTS, cfg)
+    load_weights(model, cfg.MODEL.WEIGHTS)
     model = fuse_conv_bn(model, inplace=True)  # BN folded, as in the predictors and the export
     mapper = YTVISTestMapper(cfg)
     results = []

@@ -48,7 +48,7 @@ from mobileinst.data.synthetic import generate_all  # noqa: E402
 from mobileinst.engine import launch, split_cpu_threads  # noqa: E402
 from mobileinst.engine.threads import available_cores  # noqa: E402
 from mobileinst.predictor import MobileInstPredictor  # noqa: E402
-from mobileinst.utils.checkpoint import build_checkpointer  # noqa: E402
+from mobileinst.utils.checkpoint import MobileInstCheckpointer  # noqa: E402
 from mobileinst.utils.cli import config_argument_parser, parse_with_overrides  # noqa: E402
 from mobileinst_core.files import atomic_write_json  # noqa: E402
 from machine import machine_info  # noqa: E402  (tools/machine.py)
@@ -167,7 +167,7 @@ def train(cfg, processes: int = 1):
             out = json.load(f)
         record, results = out["record"], out["results"]
         model = Trainer.build_model(cfg)
-        build_checkpointer(cfg, model).load(os.path.join(cfg.OUTPUT_DIR, "model_final.pth"))
+        MobileInstCheckpointer(model).load(os.path.join(cfg.OUTPUT_DIR, "model_final.pth"))
     model.eval()
     if not results:
         start = time.perf_counter()

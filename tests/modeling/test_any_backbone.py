@@ -14,7 +14,7 @@ from detectron2.modeling import build_model
 
 from mobileinst.config import load_mobileinst_config
 from mobileinst.features import PooledGlobalFeature
-from mobileinst.utils.checkpoint import build_checkpointer
+from mobileinst.utils.checkpoint import MobileInstCheckpointer
 from mobileinst.utils.pretrained import PRETRAINED_ENV
 
 R50 = os.path.join(ROOT, "configs", "coco", "MobileInst_R50_640.yaml")
@@ -95,7 +95,7 @@ def test_detectron2_imagenet_r50_pkl_loads_through_the_safe_checkpointer(tmp_pat
     monkeypatch.setenv(PRETRAINED_ENV, str(tmp_path))
     decoder = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("backbone.")}
     cfg = _cfg("MODEL.WEIGHTS", "pretrained/R-50.pkl", *NARROW)
-    build_checkpointer(cfg, model).load(cfg.MODEL.WEIGHTS)
+    MobileInstCheckpointer(model).load(cfg.MODEL.WEIGHTS)
     state = model.state_dict()
     for k, v in expected.items():
         assert torch.equal(state[k], v), k

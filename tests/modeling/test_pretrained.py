@@ -142,6 +142,6 @@ def test_evaluation_with_model_weights_does_not_read_the_imagenet_file(empty_pre
     cfg = _cfg(TINY, "MODEL.WEIGHTS", str(tmp_path / "trained.pth"))
     assert cfg.MODEL.TOPFORMER.WEIGHTS == "pretrained/topformer-T-224-66.2.pth"
     check_start_weights(cfg)  # training from MODEL.WEIGHTS (fine-tuning) passes too
-    model = load_weights(build_model(cfg), cfg.MODEL.WEIGHTS, cfg)
+    model = load_weights(build_model(cfg), cfg.MODEL.WEIGHTS)
     for k, v in trained.state_dict().items():
         assert torch.equal(model.state_dict()[k], v), k

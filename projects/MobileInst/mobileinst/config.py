@@ -35,11 +35,13 @@ def build_tracker_settings(cfg) -> TrackerSettings:
     :class:`TrackerSettings` names its key): what the PyTorch tracker is built from
     and what the export writes into export_meta.json."""
     mi = cfg.MODEL.MOBILEINST
-    values = {}
-    for f in dataclasses.fields(TrackerSettings):
-        section, name = f.metadata["config_key"].split(".")
-        values[f.name] = mi[section][name]
-    return TrackerSettings(**values)
+    return TrackerSettings(**{f.name: mi[section][name] for f, section, name in _tracker_keys()})
+
+
+def _tracker_keys():
+    """(field, section, name) of each :class:`TrackerSettings` field and its key
+    MODEL.MOBILEINST.<section>.<name>."""
+    return [(f, *f.metadata["config_key"].split(".")) for f in dataclasses.fields(TrackerSettings)]
 
 
 def add_mobileinst_config(cfg):
@@ -141,8 +143,7 @@ def add_mobileinst_config(cfg):
     # (mobileinst.video); these keys are its tracker's settings
     # (mobileinst_core.online_tracker.TrackerSettings, which names each key).
     mi.VIDEO = CN()
-    for field in dataclasses.fields(TrackerSettings):
-        section, name = field.metadata["config_key"].split(".")
+    for field, section, name in _tracker_keys():
         mi[section][name] = field.default
 
     # ---- backbones -------------------------------------------------------------

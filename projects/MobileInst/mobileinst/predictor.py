@@ -47,7 +47,7 @@ class MobileInstPredictor(DefaultPredictor):
         self.model.eval()
         if len(cfg.DATASETS.TEST):
             self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0])
-        load_weights(self.model, cfg.MODEL.WEIGHTS, cfg)
+        load_weights(self.model, cfg.MODEL.WEIGHTS)
         self.model = fuse_conv_bn(self.model, inplace=True)  # after the weights: BN folded as in the export
         self.aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST)
         self.input_format = cfg.INPUT.FORMAT

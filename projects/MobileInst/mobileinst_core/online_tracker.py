@@ -104,10 +104,11 @@ class TrackerSettings:
                                      "a number in [0, 1]", float)
 
     def __post_init__(self):
-        if int(self.reuse_interval) < 1:
-            raise ValueError(f"REUSE_INTERVAL must be >= 1, got {self.reuse_interval}")
-        if not 0.0 < float(self.nonkey_scale) <= 1.0:
-            raise ValueError(f"NONKEY_SCALE must be in (0, 1], got {self.nonkey_scale}")
+        """Each field checked as export_meta.json's reader checks it (its metadata)."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not f.metadata["check"](value):
+                raise ValueError(f"{f.metadata['config_key']} ({f.name}) is {value!r}; expected {f.metadata['expected']}")
 
     def replace(self, **changes) -> "TrackerSettings":
         """A copy with ``changes`` (field name -> value)."""

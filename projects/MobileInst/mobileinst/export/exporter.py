@@ -27,7 +27,7 @@ logger = logging.getLogger("mobileinst.export")
 def load_model(cfg, fuse=True):
     """The model of ``cfg`` with ``MODEL.WEIGHTS`` (read as data; it must fit the model)."""
     model = build_model(cfg).eval()
-    load_weights(model, cfg.MODEL.WEIGHTS, cfg)
+    load_weights(model, cfg.MODEL.WEIGHTS)
     return fuse_conv_bn(model) if fuse else model
 
 

@@ -36,7 +36,6 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "CheckpointMismatchError",
     "MobileInstCheckpointer",
-    "build_checkpointer",
     "load_weights",
     "check_state_dict",
     "load_backbone_weights",
@@ -281,18 +280,10 @@ class MobileInstCheckpointer(DetectionCheckpointer):
         return sd
 
 
-def build_checkpointer(cfg, model, save_dir: str = "", **checkpointables) -> MobileInstCheckpointer:
-    """The strict checkpointer every MobileInst entry point loads with (``cfg`` is unused
-    and kept for detectron2's signature of checkpointer builders)."""
-    return MobileInstCheckpointer(model, save_dir, **checkpointables)
-
-
-def load_weights(model: torch.nn.Module, path: str, cfg=None, field: str = "MODEL.WEIGHTS"):
+def load_weights(model: torch.nn.Module, path: str, field: str = "MODEL.WEIGHTS"):
     """Load ``path`` into ``model`` safely and strictly (:class:`MobileInstCheckpointer`);
-    an empty ``path`` loads nothing. Returns ``model``."""
-    ckpt = build_checkpointer(cfg, model)
-    ckpt.field = field
-    ckpt.load(path)
+    an empty ``path`` loads nothing; errors name ``field``. Returns ``model``."""
+    MobileInstCheckpointer(model, field=field).load(path)
     return model
 
 

@@ -41,7 +41,7 @@ class StreamingPredictor:
         self.cfg = cfg.clone()
         if model is None:
             model = build_model(self.cfg)
-            load_weights(model, cfg.MODEL.WEIGHTS, cfg)
+            load_weights(model, cfg.MODEL.WEIGHTS)
             model = fuse_conv_bn(model, inplace=True)  # after the weights: BN folded as in the export
         self.model = model.eval()
         if len(cfg.DATASETS.TEST):
