@@ -172,12 +172,12 @@ def bench_video(args, model, frames):
     scale of ``--nonkey-scales``) on the same frames."""
     out = {"tracked_slots": args.tracked_slots}
     thr = tracked_slots_threshold(model, frames[0], args.tracked_slots)
+    base_settings = build_tracker_settings(mobileinst_cfg(args))
     for scale in args.nonkey_scales:
         for t in args.intervals:
             if t == 1 and scale != args.nonkey_scales[0]:
                 continue  # every frame is a keyframe: the scale plays no part
-            settings = build_tracker_settings(mobileinst_cfg(args)).replace(
-                reuse_interval=t, track_score_threshold=thr, nonkey_scale=scale)
+            settings = base_settings.replace(reuse_interval=t, track_score_threshold=thr, nonkey_scale=scale)
             tracker = VideoTracker(model, settings=settings, keep_results=False)
             with torch.no_grad():
                 out[video_key(t, scale)] = time_stream(tracker.step, tracker.reset, frames, args.warmup)

@@ -140,11 +140,10 @@ def test_the_image_model_holds_no_video_code():
 
 def test_the_video_meta_architecture_is_built_on_the_image_one():
     from mobileinst import MobileInst, MobileInstVideo
+    from mobileinst.config import load_mobileinst_config
 
     assert META_ARCH_REGISTRY.get("MobileInstVideo") is MobileInstVideo and issubclass(MobileInstVideo, MobileInst)
     for path in glob.glob(os.path.join(ROOT, "configs", "**", "*ytvis*.yaml"), recursive=True):
-        from mobileinst.config import load_mobileinst_config
-
         assert load_mobileinst_config(path).MODEL.META_ARCHITECTURE == "MobileInstVideo", path
     image = build_model(small_cfg())
     assert not hasattr(image, "tracker_settings")

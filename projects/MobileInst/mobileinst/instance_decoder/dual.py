@@ -138,8 +138,7 @@ class DualInstanceDecoder(nn.Module):
         super().__init__()
         self._pool = local_pool(local_pool_stride, mask_stride)
         self.num_queries, self.num_classes, self.hidden_dim = num_queries, num_classes, hidden_dim
-        # X_mask's channels and stride, and the stride of X_L
-        self.mask_channels, self.mask_stride, self.local_pool_stride = mask_channels, mask_stride, local_pool_stride
+        self.mask_channels, self.mask_stride = mask_channels, mask_stride  # of X_mask
         self.query_feat = nn.Embedding(num_queries, hidden_dim)
         self.query_pos = nn.Embedding(num_queries, hidden_dim)
         self.global_proj = nn.Linear(global_channels, hidden_dim)
