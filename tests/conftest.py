@@ -34,7 +34,7 @@ def synthetic_root(tmp_path_factory):
 
     root = str(tmp_path_factory.mktemp("d2datasets"))
     generate_all(root, seed=3, num_train_images=64, num_val_images=16, num_train_videos=8,
-                 num_val_videos=3, image_size=(128, 128), num_frames=8)
+                 num_val_videos=3, image_size=(128, 128), num_frames=8, showcase_size=(96, 128), showcase_frames=12)
     register_all_synthetic(root, prefix="test_synthetic")
     return root
 

@@ -32,6 +32,7 @@ except ImportError:
     sys.path.insert(0, os.path.join(ROOT, "projects", "MobileInst"))
 
 import cv2  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.config import get_cfg  # noqa: E402
@@ -195,8 +196,10 @@ def _steps(max_iter, fractions):
     return tuple(sorted({s for s in (int(max_iter * f) for f in fractions) if 0 < s < max_iter}))
 
 
-def save_visualizations(cfg, out_dir, num=8, score_threshold=0.25):
-    """Draw the predictions of the trained model on the first val images."""
+def save_visualizations(cfg, out_dir, num=8, score_threshold=0.3):
+    """Draw the predictions of the trained model (score >= ``score_threshold``)
+    on the first val images, each beside its ground truth (left: predictions,
+    right: ground truth)."""
     os.makedirs(out_dir, exist_ok=True)
     predictor = MobileInstPredictor(cfg)
     name = cfg.DATASETS.TEST[0]
@@ -204,13 +207,46 @@ def save_visualizations(cfg, out_dir, num=8, score_threshold=0.25):
     for d in DatasetCatalog.get(name)[:num]:
         img = read_image(d["file_name"], format="BGR")
         inst = predictor(img)["instances"].to("cpu")
-        inst = inst[inst.scores > score_threshold]
-        vis = Visualizer(img[:, :, ::-1], meta, scale=2.0, instance_mode=ColorMode.IMAGE)
-        out = vis.draw_instance_predictions(inst).get_image()[:, :, ::-1]
+        inst = inst[inst.scores >= score_threshold]
+        pred = Visualizer(img[:, :, ::-1], meta, scale=2.0, instance_mode=ColorMode.IMAGE)
+        gt = Visualizer(img[:, :, ::-1], meta, scale=2.0, instance_mode=ColorMode.IMAGE)
+        panels = [pred.draw_instance_predictions(inst).get_image(), gt.draw_dataset_dict(d).get_image()]
+        gap = np.full((panels[0].shape[0], 8, 3), 255, np.uint8)
+        out = np.concatenate([panels[0], gap, panels[1]], 1)[:, :, ::-1]
         path = os.path.join(out_dir, os.path.basename(d["file_name"]).rsplit(".", 1)[0] + ".png")
         cv2.imwrite(path + ".tmp.png", out)
         os.replace(path + ".tmp.png", path)
     return out_dir
+
+
+CONFIG_FILE = "config.yaml"
+
+
+def save_config(cfg, weights):
+    """<OUTPUT_DIR>/config.yaml: the config the model was trained with (as
+    detectron2's default_setup writes it), MODEL.WEIGHTS set to the trained
+    ``weights``, so that demo.py, train_net.py --eval-only and tools/export.py
+    take it as it is."""
+    out = cfg.clone()
+    out.defrost()
+    out.MODEL.WEIGHTS = weights
+    path = os.path.join(cfg.OUTPUT_DIR, CONFIG_FILE)
+    with open(path + ".tmp", "w") as f:
+        f.write(out.dump())
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def coco_mask_quality(cfg):
+    """:func:`mobileinst.evaluation.mask_quality.mask_quality` of the predictions
+    COCOEvaluator last wrote for the first test set (coco_instances_results.json)."""
+    from mobileinst.evaluation.mask_quality import mask_quality
+
+    name = cfg.DATASETS.TEST[0]
+    with open(os.path.join(cfg.OUTPUT_DIR, "inference", name, "coco_instances_results.json")) as f:
+        results = json.load(f)
+    objects = sum(len(d["annotations"]) for d in DatasetCatalog.get(name))
+    return mask_quality(results, num_objects=objects)
 
 
 def run_image_part(args, metrics):
@@ -223,6 +259,7 @@ def run_image_part(args, metrics):
     model, record, results = train(cfg, args.processes)
     logger.info(f"[3/4] evaluated on {cfg.DATASETS.TEST} with COCOEvaluator")
     final = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
+    save_config(cfg, final)
     eval_cfg = cfg.clone()
     eval_cfg.defrost()
     eval_cfg.MODEL.WEIGHTS = final
@@ -230,9 +267,11 @@ def run_image_part(args, metrics):
     logger.info("[4/4] saving visualised predictions")
     vis_dir = save_visualizations(eval_cfg, os.path.join(args.output, "vis"))
     metrics["coco"] = {k: dict(v) for k, v in results.items()}
+    metrics["mask_quality"] = coco_mask_quality(cfg)
     if cfg.MODEL.MOBILEINST.INFERENCE.NMS_SIGMA > 0:  # the paper's NMS-free rule, same model
         model.nms_sigma = 0.0
         metrics["coco_nms_free"] = {k: dict(v) for k, v in Trainer.test(cfg, model).items()}
+        metrics["mask_quality_nms_free"] = coco_mask_quality(cfg)
         model.nms_sigma = cfg.MODEL.MOBILEINST.INFERENCE.NMS_SIGMA
     metrics["image"] = {
         "config": os.path.relpath(args.config_file, ROOT),
@@ -240,6 +279,7 @@ def run_image_part(args, metrics):
         "device": cfg.MODEL.DEVICE,
         "amp": cfg.SOLVER.AMP.ENABLED,
         "weights": os.path.relpath(final, ROOT),
+        "config_yaml": os.path.relpath(os.path.join(cfg.OUTPUT_DIR, CONFIG_FILE), ROOT),
         "visualizations": os.path.relpath(vis_dir, ROOT),
     }
     return eval_cfg
@@ -254,38 +294,96 @@ TRACKING_RULE = ("motmetrics on mask IoU: a prediction is a candidate for an obj
                  "(distance 1 - IoU, motp the mean distance); predictions with score >= {score}")
 
 
-def tracking_metrics(cfg, model, dataset_name, score_threshold=MOT_SCORE_THRESHOLD):
+def tracking_metrics(cfg, model, dataset_name, score_threshold=MOT_SCORE_THRESHOLD, video_ap=False):
     """IDF1, MOTA, identity switches, ... (:mod:`mobileinst.evaluation.mot_metrics`)
-    over a video set, with and without kernel association.
+    over a video set, with and without kernel association; with ``video_ap``
+    also each setting's video AP (YouTube-VIS protocol).
 
     The ground truth of a video is decoded once and the tracker runs on it once per setting.
     Returns {"with_association": {metric: value}, "without_association": {...}, "rule": str}.
     """
     from mobileinst.data.ytvis_mapper import YTVISTestMapper
+    from mobileinst.evaluation import evaluate_ytvis
     from mobileinst.evaluation.mot_metrics import accumulate_video, summarize_tracking, ytvis_gt_tracks
     from mobileinst.video import VideoTracker
+    from mobileinst_core.categories import dataset_category_ids
+    from mobileinst_core.ytvis_json import ytvis_entries
 
     settings = {"with_association": True, "without_association": False}
     mapper = YTVISTestMapper(cfg)
+    meta = MetadataCatalog.get(dataset_name)
+    category_ids = dataset_category_ids(meta.get("thing_dataset_id_to_contiguous_id", None))
     accumulators = {k: [] for k in settings}
+    entries = {k: [] for k in settings}
     for video in DatasetCatalog.get(dataset_name):
         frames = mapper(video)["image"]
         gt = ytvis_gt_tracks(video)
         for key, association in settings.items():
-            tracker = VideoTracker.from_model(model, association=association, keep_results=False,
+            tracker = VideoTracker.from_model(model, association=association, keep_results=video_ap,
                                               output_size=(video["height"], video["width"]))
             with torch.no_grad():
                 preds = [tracker.step(f) for f in frames]
             preds = [p[p.scores >= score_threshold] for p in preds]
             accumulators[key].append(accumulate_video(gt, preds, num_frames=len(frames)))
+            if video_ap:
+                entries[key] += ytvis_entries(tracker.ytvis_result(video["video_id"]), video["video_id"],
+                                              category_ids)
     out = {k: summarize_tracking(accs) for k, accs in accumulators.items()}
+    if video_ap:
+        for key in settings:
+            res = evaluate_ytvis(meta.json_file, entries[key], return_per_category=False)
+            out[key] = {"video_AP": res["AP"], "video_AP50": res["AP50"], **out[key]}
     out["rule"] = TRACKING_RULE.format(score=score_threshold)
     return out
 
 
-def run_video_part(args, metrics, image_weights):
+SHOWCASE_SET = "synthetic_ytvis_showcase"
+STRIP_FRAMES = 5
+
+
+def save_strip(video_path, path, num=STRIP_FRAMES, width=1200):
+    """A PNG strip of ``num`` evenly spaced frames of the annotated video, ``width`` pixels wide."""
+    cap = cv2.VideoCapture(video_path)
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    wanted = {int(round(i * (total - 1) / (num - 1))) for i in range(num)}
+    frames = []
+    for i in range(total):
+        ok, frame = cap.read()
+        if not ok:
+            break
+        if i in wanted:
+            cv2.putText(frame, f"frame {i}", (6, frame.shape[0] - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
+                        (255, 255, 255), 1, cv2.LINE_AA)
+            frames.append(frame)
+    cap.release()
+    if len(frames) != num:
+        raise RuntimeError(f"{video_path}: read {len(frames)} of the {num} strip frames ({total} announced)")
+    gap = np.full((frames[0].shape[0], 6, 3), 255, np.uint8)
+    strip = np.concatenate([x for f in frames for x in (f, gap)][:-1], 1)
+    strip = cv2.resize(strip, (width, round(strip.shape[0] * width / strip.shape[1])), interpolation=cv2.INTER_AREA)
+    cv2.imwrite(path + ".tmp.png", strip)
+    os.replace(path + ".tmp.png", path)
+    return path
+
+
+def run_showcase(cfg, model, eval_cfg, out_dir):
+    """Track the showcase clip (``synthetic_ytvis_showcase``: objects that cross,
+    pass behind another, leave and come back): its video AP, IDF1 and identity
+    switches with and without kernel association, the annotated video (with
+    association) and a PNG strip of it."""
     import demo
 
+    video = DatasetCatalog.get(SHOWCASE_SET)[0]
+    figures = tracking_metrics(cfg, model, SHOWCASE_SET, video_ap=True)
+    video_path, json_path, n = demo.run(eval_cfg, os.path.dirname(video["file_names"][0]), out_dir,
+                                        score_threshold=MOT_SCORE_THRESHOLD, fps=10)
+    strip = save_strip(video_path, os.path.join(out_dir, "strip.png"))
+    return {"frames": n, "size": [video["height"], video["width"]], **figures,
+            "annotated_video": os.path.relpath(video_path, ROOT), "results_json": os.path.relpath(json_path, ROOT),
+            "strip": os.path.relpath(strip, ROOT)}
+
+
+def run_video_part(args, metrics, image_weights):
     cfg = video_config(args, image_weights)
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     schedule = (f"{cfg.SOLVER.TIME_BUDGET / 60:.1f} minutes" if cfg.SOLVER.TIME_BUDGET
@@ -295,23 +393,22 @@ def run_video_part(args, metrics, image_weights):
     logger.info(f"[video 2/3] video AP on {cfg.DATASETS.TEST} (YouTube-VIS protocol), tracking metrics")
     name = cfg.DATASETS.TEST[0]
     tracking = tracking_metrics(cfg, model, name)
-    logger.info("[video 3/3] annotated video of the first val video")
     eval_cfg = cfg.clone()
     eval_cfg.defrost()
     eval_cfg.MODEL.WEIGHTS = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
     eval_cfg.freeze()
-    first = DatasetCatalog.get(name)[0]
-    video_path, json_path, _ = demo.run(eval_cfg, os.path.dirname(first["file_names"][0]),
-                                         os.path.join(args.output, "video_demo"), score_threshold=0.2, fps=5)
+    save_config(cfg, eval_cfg.MODEL.WEIGHTS)
     metrics["ytvis"] = dict(results.get("ytvis", {}))
     metrics["ytvis"].update({
         "tracking": tracking,
         "config": os.path.relpath(args.video_config_file, ROOT),
         **record,
         "reuse_interval": cfg.MODEL.MOBILEINST.VIDEO.REUSE_INTERVAL,
-        "annotated_video": os.path.relpath(video_path, ROOT),
-        "results_json": os.path.relpath(json_path, ROOT),
+        "weights": os.path.relpath(eval_cfg.MODEL.WEIGHTS, ROOT),
+        "config_yaml": os.path.relpath(os.path.join(cfg.OUTPUT_DIR, CONFIG_FILE), ROOT),
     })
+    logger.info(f"[video 3/3] the showcase clip ({SHOWCASE_SET}): tracking, annotated video, strip")
+    metrics["showcase"] = run_showcase(cfg, model, eval_cfg, os.path.join(args.output, "showcase"))
 
 
 def _pct(x):

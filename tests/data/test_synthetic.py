@@ -18,6 +18,7 @@ from mobileinst.data.synthetic import (  # noqa: E402
     SYNTHETIC_CATEGORIES,
     generate_all,
     generate_coco,
+    generate_showcase,
     generate_ytvis,
 )
 
@@ -204,10 +205,10 @@ def test_ytvis_deterministic(tmp_path, ytvis_dir):
 def test_generate_all_skips_and_overwrites(tmp_path):
     root = str(tmp_path)
     kw = dict(num_train_images=3, num_val_images=2, num_train_videos=2, num_val_videos=1,
-              image_size=(48, 48), num_frames=3)
+              image_size=(48, 48), num_frames=3, showcase_size=(48, 64), showcase_frames=4)
     logs = []
     paths = generate_all(root, seed=1, log=logs.append, **kw)
-    assert set(paths) == {"coco_train", "coco_val", "ytvis_train", "ytvis_val"}
+    assert set(paths) == {"coco_train", "coco_val", "ytvis_train", "ytvis_val", "ytvis_showcase"}
     assert all(os.path.isfile(p) for p in paths.values())
     assert os.path.isfile(os.path.join(root, "synthetic_coco", "train", "000003.jpg"))
     assert os.path.isdir(os.path.join(root, "synthetic_ytvis", "val", "JPEGImages"))
@@ -220,7 +221,7 @@ def test_generate_all_skips_and_overwrites(tmp_path):
     mtimes = {k: os.path.getmtime(p) for k, p in paths.items()}
     logs.clear()
     generate_all(root, seed=1, log=logs.append, **kw)
-    assert all("skip" in line for line in logs) and len(logs) == 4
+    assert all("skip" in line for line in logs) and len(logs) == 5
     assert mtimes == {k: os.path.getmtime(p) for k, p in paths.items()}
 
     # overwrite with fewer images removes the stale files
@@ -267,3 +268,30 @@ def test_painted_pixels_equal_masks():
                 assert not (union & v).any()
                 union |= v
         assert np.array_equal(painted, union), trial
+
+
+def test_showcase_clip(tmp_path):
+    """make demo's showcase clip: one video whose objects cross (two circles swap
+    sides), pass behind another (the ring), leave and come back (the star) and
+    enter late (the triangle); one track each, with its gaps."""
+    path = generate_showcase(str(tmp_path), seed=2, image_size=(96, 128), num_frames=40)
+    data = json.load(open(path))
+    (video,) = data["videos"]
+    assert (video["height"], video["width"], video["length"]) == (96, 128, 40)
+    assert all(os.path.isfile(os.path.join(str(tmp_path), "showcase", "JPEGImages", f)) for f in video["file_names"])
+    tracks = {a["id"]: a for a in data["annotations"]}
+    assert [a["category_id"] for a in tracks.values()] == [1, 1, 5, 4, 3, 2]
+    seen = {i: [s is not None for s in a["segmentations"]] for i, a in tracks.items()}
+
+    def gap(v):  # visible, then absent, then visible again
+        first, last = v.index(True), len(v) - 1 - v[::-1].index(True)
+        return not all(v[first:last + 1])
+
+    assert gap(seen[3]) and gap(seen[4])  # the ring behind the square, the star out of the frame
+    assert not seen[5][0] and seen[5][-1]  # the triangle enters
+    assert all(seen[6])  # the square stays
+    centre_x = {i: [bb[0] + bb[2] / 2 for bb in tracks[i]["bboxes"] if bb] for i in (1, 2)}
+    assert centre_x[1][0] < centre_x[2][0] and centre_x[1][-1] > centre_x[2][-1]  # the circles cross
+    # the star is out through the right edge: its last box before the gap touches it
+    before = [bb for bb, v in zip(tracks[4]["bboxes"], seen[4]) if v][:seen[4].index(False)]
+    assert before[-1][0] + before[-1][2] >= 127

@@ -86,6 +86,7 @@ class _OracleTracker:
         assert tuple(output_size) == (self.video["height"], self.video["width"])
         self.tracks = ytvis_gt_tracks(self.video)
         self.association, self.t = association, 0
+        self.categories = {a["id"]: a["category_id"] for f in self.video["annotations"] for a in f}  # contiguous
 
     @classmethod
     def from_model(cls, model, association, keep_results, output_size):
@@ -105,6 +106,17 @@ class _OracleTracker:
         inst.scores = torch.tensor([0.9] * len(present) + [0.1])
         self.t += 1
         return inst
+
+    def ytvis_result(self, video_id):
+        """The ground-truth tracks as the prediction (cut in two without association)."""
+        tracks = []
+        half = self.video["length"] // 2
+        for i, masks in self.tracks.items():
+            parts = [masks] if self.association else [masks[:half] + [None] * (len(masks) - half),
+                                                      [None] * half + masks[half:]]
+            tracks += [{"score": 0.9, "category_id": self.categories[i], "segmentations": p}
+                       for p in parts if any(m is not None for m in p)]
+        return {"video_id": video_id, "tracks": tracks}
 
 
 def test_tracking_metrics_on_oracle_tracks(synthetic_root, monkeypatch):
@@ -135,6 +147,13 @@ def test_tracking_metrics_on_oracle_tracks(synthetic_root, monkeypatch):
     shifted = out["without_association"]
     assert shifted["num_switches"] == switches and shifted["num_false_positives"] == shifted["num_misses"] == 0
     assert shifted["mota"] == pytest.approx(1 - switches / objects) and shifted["idf1"] < 1.0
+    assert "video_AP" not in perfect
+
+    monkeypatch.setattr(_OracleTracker, "calls", [])
+    out = quickstart.tracking_metrics(small_cfg("DATASETS.TEST", f"('{name}',)"), None, name, video_ap=True)
+    assert out["with_association"]["video_AP"] == pytest.approx(100.0)
+    assert out["without_association"]["video_AP"] < 100.0  # tracks cut in two
+    assert out["with_association"]["num_switches"] == 0
 
 
 def test_auto_processes(monkeypatch):
@@ -190,3 +209,38 @@ def test_seed_makes_training_repeatable(synthetic_root, tmp_path):
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
     assert any(not torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point())
+
+
+def test_trained_folder_keeps_its_config(synthetic_root, tmp_path):
+    """<OUTPUT_DIR>/config.yaml: the config as trained, MODEL.WEIGHTS the trained weights;
+    demo.py, --eval-only and the export load it as it is."""
+    from conftest import small_cfg
+    from mobileinst.config import load_mobileinst_config
+
+    cfg = small_cfg("OUTPUT_DIR", str(tmp_path), "SOLVER.BASE_LR", "0.0123")
+    path = quickstart.save_config(cfg, str(tmp_path / "model_final.pth"))
+    assert path == str(tmp_path / "config.yaml")
+    loaded = load_mobileinst_config(path)
+    assert loaded.MODEL.WEIGHTS == str(tmp_path / "model_final.pth") and loaded.SOLVER.BASE_LR == 0.0123
+    assert loaded.MODEL.MOBILEINST.INSTANCE_DECODER.NAME == cfg.MODEL.MOBILEINST.INSTANCE_DECODER.NAME
+    assert cfg.MODEL.WEIGHTS != loaded.MODEL.WEIGHTS  # the config given is left as it was
+
+
+def test_strip_of_an_annotated_video(tmp_path):
+    """The README strip: evenly spaced frames side by side, at the width asked."""
+    import cv2
+    import numpy as np
+
+    path = str(tmp_path / "v.mp4")
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 5, (64, 48))
+    for i in range(9):
+        writer.write(np.full((48, 64, 3), 20 * i, np.uint8))
+    writer.release()
+    strip = cv2.imread(quickstart.save_strip(path, str(tmp_path / "strip.png"), num=3, width=200))
+    assert strip.shape[1] == 200 and strip.shape[0] == round(48 * 200 / (3 * 64 + 2 * 6))
+    # frames 0, 4, 8: grey 0, 80, 160 (away from the frame number written at the bottom)
+    for k, grey in enumerate((0, 80, 160)):
+        x = round((k * 70 + 32) * 200 / 204)
+        assert abs(int(strip[5, x, 0]) - grey) <= 12
+    with pytest.raises(RuntimeError, match="read 0 of the 3 strip frames"):
+        quickstart.save_strip(str(tmp_path / "missing.mp4"), str(tmp_path / "s.png"), num=3)

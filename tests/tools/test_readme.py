@@ -180,7 +180,8 @@ def _run_job(job_path):
 
     job = json.loads(open(job_path).read())
     generate_all(os.environ["DETECTRON2_DATASETS"], seed=0, num_train_images=8, num_val_images=4,
-                 num_train_videos=2, num_val_videos=2, image_size=(128, 128), num_frames=6)
+                 num_train_videos=2, num_val_videos=2, image_size=(128, 128), num_frames=6,
+                 showcase_size=(96, 128), showcase_frames=10)
     for text in job["python"]:
         exec(compile(text, "README.md", "exec"), {"__name__": "readme"})
         print("README command ok: python block", flush=True)

@@ -233,3 +233,36 @@ def test_category_ids_and_ytvis_entries():
     json.dumps(out)  # json-serialisable as is
     plain = ytvis_entries(result, video_id=2)[0]
     assert plain["category_id"] == 2 and plain["video_id"] == 2  # no mapping: 1-based ids
+
+
+def test_labels_do_not_overlap():
+    """Two objects side by side: both labels above them would overlap; the second
+    label goes to the next free place (below its box). Where no place is free,
+    the least overlapping one."""
+    from mobileinst_core.visualize import _overlap, place_labels
+
+    boxes = [(10, 30, 40, 60), (20, 32, 50, 62)]
+    rects = place_labels(boxes, [(60, 12), (60, 12)], (100, 120))
+    assert rects[0] == (10, 18, 70, 30)  # above the first box
+    assert rects[1] == (20, 62, 80, 74)  # above the second would overlap: below it
+    assert _overlap(*rects) == 0
+    # near the frame's top-left corner the labels stay inside the frame
+    (r,) = place_labels([(0, 0, 5, 5)], [(30, 10)], (20, 20))
+    assert r[0] >= 0 and r[1] >= 0 and r[2] <= 20 + 10 and r[3] <= 20
+
+
+def test_draw_tracks_colours_and_tags():
+    """Each track's mask and tag in its own colour; a track below the threshold not drawn."""
+    from mobileinst_core.visualize import draw_tracks, track_color
+
+    frame = np.zeros((80, 120, 3), np.uint8)
+    masks = np.zeros((3, 80, 120), bool)
+    masks[0, 30:50, 10:40] = True
+    masks[1, 30:50, 70:100] = True
+    masks[2, 5:10, 5:10] = True
+    out = draw_tracks(frame, masks, [4, 9, 2], [0, 1, 1], [0.9, 0.8, 0.1], ["circle", "square"], 0.3)
+    for tid, m in ((4, masks[0]), (9, masks[1])):
+        blended = (np.array(track_color(tid), np.float32) * 0.5).astype(np.uint8)
+        assert (out[m] == blended).all(axis=1).mean() > 0.5  # the inside (contours and tags aside)
+        assert (out == np.array(track_color(tid), np.uint8)).all(axis=2).sum() > 100  # contour and tag
+    assert (out[5:10, 5:10] == 0).all()  # score 0.1 < 0.3

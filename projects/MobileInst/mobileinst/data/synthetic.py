@@ -48,8 +48,12 @@ temporary name and moved into place with ``os.replace``, and an existing JSON
 of the same split is removed before its images are regenerated, so a crashed
 run never leaves a JSON that points to missing or different images.
 
+``generate_showcase`` writes one longer scripted clip (360x480, 120 frames:
+objects that cross, pass behind another, leave and come back) as the
+YouTube-VIS split ``showcase``: make demo tracks it.
+
 ``generate_all(root)`` writes ``root/synthetic_coco`` and
-``root/synthetic_ytvis`` (train and val) and skips parts whose JSON exists.
+``root/synthetic_ytvis`` (train, val and showcase) and skips parts whose JSON exists.
 """
 
 from __future__ import annotations
@@ -64,7 +68,8 @@ import numpy as np
 import pycocotools.mask as mask_util
 from mobileinst_core.files import atomic_write_json
 
-from .synthetic_shapes import MIN_VISIBLE_AREA, MIN_VISIBLE_FRACTION, SYNTHETIC_CATEGORIES, make_image, make_video
+from .synthetic_shapes import (MIN_VISIBLE_AREA, MIN_VISIBLE_FRACTION, SYNTHETIC_CATEGORIES, make_image,
+                               make_showcase_video, make_video)
 
 __all__ = [
     "SYNTHETIC_CATEGORIES",
@@ -74,6 +79,7 @@ __all__ = [
     "MIN_VISIBLE_FRACTION",
     "generate_coco",
     "generate_ytvis",
+    "generate_showcase",
     "generate_all",
     "coco_json_path",
     "ytvis_json_path",
@@ -227,8 +233,6 @@ def generate_ytvis(
     if os.path.exists(json_path):
         os.remove(json_path)
     videos, annotations = [], []
-    ann_id = 1
-    names = set()
     for idx in range(int(num_videos)):
         rng = _rng(seed, 2, split, idx)
         for _attempt in range(10):
@@ -236,36 +240,40 @@ def generate_ytvis(
             tracks = [(c, v) for c, v in tracks if any(x is not None for x in v)]
             if tracks:
                 break
-        video_id = idx + 1
-        vname = f"video_{video_id:05d}"
-        names.add(vname)
-        vdir = os.path.join(root, vname)
-        os.makedirs(vdir, exist_ok=True)
-        file_names = []
-        for f, img in enumerate(frames):
-            fname = f"{f:05d}.jpg"
-            _write_jpeg(os.path.join(vdir, fname), img)
-            file_names.append(f"{vname}/{fname}")
-        _remove_stale(vdir, r"\d{5}\.jpg", {os.path.basename(p) for p in file_names}, is_dir=False)
-        videos.append({"id": video_id, "width": W, "height": H, "length": T,
-                       "file_names": file_names})
-        for cat, vis in tracks:
-            segs, boxes, areas = [], [], []
-            for v in vis:
-                if v is None:
-                    segs.append(None)
-                    boxes.append(None)
-                    areas.append(None)
-                else:
-                    rle, area, bbox = _encode(v)
-                    segs.append(rle)
-                    boxes.append(bbox)
-                    areas.append(area)
-            annotations.append({
-                "id": ann_id, "video_id": video_id, "category_id": cat, "iscrowd": 0,
-                "segmentations": segs, "bboxes": boxes, "areas": areas,
-            })
-            ann_id += 1
+        video, anns = _write_video(root, idx + 1, frames, tracks, len(annotations) + 1)
+        videos.append(video)
+        annotations.extend(anns)
+    _write_ytvis_json(json_path, root, videos, annotations, seed, split)
+    return json_path
+
+
+def _write_video(root: str, video_id: int, frames, tracks, first_ann_id: int):
+    """Write the JPEG frames of one video to ``root/video_<id>/``; returns its
+    YouTube-VIS video entry and one annotation per track (ids from ``first_ann_id``)."""
+    vname = f"video_{video_id:05d}"
+    vdir = os.path.join(root, vname)
+    os.makedirs(vdir, exist_ok=True)
+    file_names = []
+    for f, img in enumerate(frames):
+        fname = f"{f:05d}.jpg"
+        _write_jpeg(os.path.join(vdir, fname), img)
+        file_names.append(f"{vname}/{fname}")
+    _remove_stale(vdir, r"\d{5}\.jpg", {os.path.basename(p) for p in file_names}, is_dir=False)
+    H, W = frames[0].shape[:2]
+    video = {"id": video_id, "width": W, "height": H, "length": len(frames), "file_names": file_names}
+    annotations = []
+    for k, (cat, vis) in enumerate(tracks):
+        encoded = [_encode(v) if v is not None else (None, None, None) for v in vis]
+        annotations.append({
+            "id": first_ann_id + k, "video_id": video_id, "category_id": cat, "iscrowd": 0,
+            "segmentations": [e[0] for e in encoded], "bboxes": [e[2] for e in encoded],
+            "areas": [e[1] for e in encoded],
+        })
+    return video, annotations
+
+
+def _write_ytvis_json(json_path: str, root: str, videos, annotations, seed: int, split: str) -> None:
+    """The YouTube-VIS json of a split (atomically), then stale video folders removed."""
     data = {
         "info": {"description": "MobileInst synthetic shapes (YouTube-VIS)",
                  "version": "1.0", "seed": int(seed), "split": split},
@@ -275,7 +283,29 @@ def generate_ytvis(
         "categories": [dict(c) for c in SYNTHETIC_CATEGORIES],
     }
     atomic_write_json(json_path, data, separators=(",", ":"))
-    _remove_stale(root, r"video_\d{5}", names, is_dir=True)
+    _remove_stale(root, r"video_\d{5}", {v["file_names"][0].split("/")[0] for v in videos}, is_dir=True)
+
+
+SHOWCASE_SPLIT = "showcase"
+
+
+def generate_showcase(out_dir: str, seed: int = 0, image_size: Tuple[int, int] = (360, 480),
+                      num_frames: int = 120) -> str:
+    """Write the showcase clip (:func:`~.synthetic_shapes.make_showcase_video`:
+    objects that cross, pass behind another, leave and come back) as the one
+    video of the YouTube-VIS split ``out_dir/showcase``; return the json path."""
+    H, W = _check_size(image_size)
+    if int(num_frames) < 2:
+        raise ValueError("num_frames must be >= 2")
+    json_path = ytvis_json_path(out_dir, SHOWCASE_SPLIT)
+    root = os.path.join(out_dir, SHOWCASE_SPLIT, "JPEGImages")
+    os.makedirs(root, exist_ok=True)
+    if os.path.exists(json_path):
+        os.remove(json_path)
+    frames, tracks = make_showcase_video(_rng(seed, 3, SHOWCASE_SPLIT, 0), H, W, int(num_frames))
+    tracks = [(c, v) for c, v in tracks if any(x is not None for x in v)]
+    video, annotations = _write_video(root, 1, frames, tracks, 1)
+    _write_ytvis_json(json_path, root, [video], annotations, seed, SHOWCASE_SPLIT)
     return json_path
 
 
@@ -291,14 +321,17 @@ def generate_all(
     num_val_videos: int = 48,
     image_size: Tuple[int, int] = (256, 256),
     num_frames: int = 12,
+    showcase_size: Tuple[int, int] = (360, 480),
+    showcase_frames: int = 120,
     overwrite: bool = False,
     log: Optional[Callable[[str], None]] = None,
 ) -> Dict[str, str]:
-    """Write ``root/synthetic_coco/{train,val}`` and ``root/synthetic_ytvis/{train,val}``.
+    """Write ``root/synthetic_coco/{train,val}``, ``root/synthetic_ytvis/{train,val}``
+    and the showcase clip ``root/synthetic_ytvis/showcase`` (:func:`generate_showcase`).
 
     Parts whose json already exists are skipped unless ``overwrite``.  Train
-    uses ``seed``, val uses ``seed + 1000``.  Returns
-    ``{"coco_train"|"coco_val"|"ytvis_train"|"ytvis_val": json_path}``.
+    uses ``seed``, val ``seed + 1000``, the showcase ``seed + 2000``.  Returns
+    ``{"coco_train"|"coco_val"|"ytvis_train"|"ytvis_val"|"ytvis_showcase": json_path}``.
     """
     coco_dir = os.path.join(root, SYNTHETIC_COCO_DIRNAME)
     ytvis_dir = os.path.join(root, SYNTHETIC_YTVIS_DIRNAME)
@@ -311,6 +344,8 @@ def generate_all(
          lambda: generate_ytvis(ytvis_dir, "train", num_train_videos, num_frames, image_size, seed)),
         ("ytvis_val", ytvis_json_path(ytvis_dir, "val"),
          lambda: generate_ytvis(ytvis_dir, "val", num_val_videos, num_frames, image_size, seed + 1000)),
+        ("ytvis_showcase", ytvis_json_path(ytvis_dir, SHOWCASE_SPLIT),
+         lambda: generate_showcase(ytvis_dir, seed + 2000, showcase_size, showcase_frames)),
     ]
     out = {}
     for name, path, fn in jobs:

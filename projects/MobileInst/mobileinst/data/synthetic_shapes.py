@@ -26,6 +26,9 @@ otherwise it is dropped (:func:`make_image`) or None in that frame
   Objects move with their own velocity (a few % of the image size per frame),
   slowly rotate and scale, some enter or leave the frame, and they pass in
   front of each other.  The background either stays or drifts slowly.
+* :func:`make_showcase_video`: one longer scripted clip (make demo's showcase):
+  objects that cross (two of one class among them), pass behind another,
+  leave the frame and come back.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ __all__ = [
     "MIN_VISIBLE_FRACTION",
     "make_image",
     "make_video",
+    "make_showcase_video",
 ]
 
 SYNTHETIC_CATEGORIES: List[Dict] = [
@@ -496,5 +500,62 @@ def make_video(rng: np.random.Generator, H: int, W: int, T: int, min_objects: in
                 continue
             a = int(v.sum())
             if _is_visible(a, tr.obj.full_area(tr.r[f])):
+                vis_all[k][f] = v
+    return frames, [(tr.obj.cat_id, vis_all[k]) for k, tr in enumerate(tracks)]
+
+
+# ----------------------------------------------------------------------------
+# the showcase clip
+# ----------------------------------------------------------------------------
+# Each object: (category id, radius as a fraction of the short side, rotation
+# in degrees per frame, waypoints (frame, x / W, y / H)). Objects are drawn in
+# this order, so a later one passes in front of an earlier one. x outside
+# [0, 1] is outside the frame.
+SHOWCASE_SCRIPT = (
+    # two circles that cross each other (same class) in the middle
+    (1, 0.10, 0.0, ((0, 0.12, 0.30), (1.0, 0.88, 0.62))),
+    (1, 0.09, 0.0, ((0, 0.88, 0.30), (1.0, 0.12, 0.66))),
+    # a ring that passes behind the big square
+    (5, 0.07, 2.0, ((0, 0.12, 0.76), (1.0, 0.88, 0.76))),
+    # a star that leaves through the right edge and comes back
+    (4, 0.09, 3.0, ((0, 0.70, 0.12), (0.30, 1.18, 0.12), (0.55, 1.18, 0.16), (0.85, 0.72, 0.16),
+                    (1.0, 0.60, 0.14))),
+    # a triangle entering from the left after the start
+    (3, 0.085, -2.0, ((0, -0.15, 0.50), (0.25, -0.15, 0.50), (0.60, 0.30, 0.45), (1.0, 0.40, 0.20))),
+    # the big square in front, drifting slowly
+    (2, 0.14, 0.5, ((0, 0.46, 0.78), (1.0, 0.56, 0.74))),
+)
+
+
+def make_showcase_video(rng: np.random.Generator, H: int = 360, W: int = 480, T: int = 120):
+    """The showcase clip: ``T`` frames (H, W) of the objects of
+    :data:`SHOWCASE_SCRIPT` moving along their waypoints (linear in between)
+    on one still background: two circles cross, a ring passes behind the
+    square, a star leaves the frame and comes back, a triangle enters late.
+    Textures and colours come from ``rng``.
+
+    Returns what :func:`make_video` returns: the uint8 BGR frames and per
+    object (category id, [visible mask or None] * T)."""
+    S = min(H, W)
+    bg = _background(rng, H, W)
+    bg_mean = bg.reshape(-1, 3).mean(0)
+    t = np.arange(T, dtype=np.float64)
+    tracks = []
+    for cat, radius, spin, points in SHOWCASE_SCRIPT:
+        obj = _Obj(rng, cat, radius * S)
+        _pick_contrasting_color(rng, obj, bg_mean)
+        times = np.array([p[0] for p in points]) * (T - 1)
+        pos = np.stack([np.interp(t, times, [p[1] * W for p in points]),
+                        np.interp(t, times, [p[2] * H for p in points])], 1)
+        theta = rng.uniform(0, 2 * np.pi) + np.deg2rad(spin) * t
+        tracks.append(_Track(obj, pos, np.full(T, radius * S), theta))
+    frames = []
+    vis_all = [[None] * T for _ in tracks]
+    for f in range(T):
+        states = [(tr.obj, tr.pos[f, 0], tr.pos[f, 1], tr.r[f], tr.theta[f]) for tr in tracks]
+        img, vis = _render(bg, states)
+        frames.append(_finish(rng, img, 0.5, 2.0))
+        for k, (tr, v) in enumerate(zip(tracks, vis)):
+            if v is not None and _is_visible(int(v.sum()), tr.obj.full_area(tr.r[f])):
                 vis_all[k][f] = v
     return frames, [(tr.obj.cat_id, vis_all[k]) for k, tr in enumerate(tracks)]

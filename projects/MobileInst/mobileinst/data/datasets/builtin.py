@@ -3,8 +3,9 @@
 
 * ``synthetic_coco_{train,val}``: ``synthetic_coco/{train,val}`` and
   ``synthetic_coco/annotations/instances_{train,val}.json``
-* ``synthetic_ytvis_{train,val}``: ``synthetic_ytvis/{train,val}/JPEGImages``
-  and ``synthetic_ytvis/annotations/{train,val}.json``
+* ``synthetic_ytvis_{train,val,showcase}``: ``synthetic_ytvis/<split>/JPEGImages``
+  and ``synthetic_ytvis/annotations/<split>.json`` (showcase: make demo's one
+  longer clip)
 * ``ytvis_{2019,2021}_{train,val}`` (see ``ytvis.register_all_ytvis``)
 * pseudo videos (``pseudo_video``): ``coco2ytvis{2019,2021}_train``, the
   images of ``coco_2017_train`` with YouTube-VIS 2019 / 2021 labels, and
@@ -19,7 +20,7 @@ import os
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
-from ..synthetic import SYNTHETIC_CATEGORIES
+from ..synthetic import SHOWCASE_SPLIT, SYNTHETIC_CATEGORIES
 from .coco_to_ytvis import COCO_TO_YTVIS_2019, COCO_TO_YTVIS_2021, SYNTHETIC_COCO_TO_YTVIS
 from .pseudo_video import register_pseudo_video_instances
 from .ytvis import (
@@ -56,8 +57,8 @@ def _load_synthetic_coco(json_file, image_root, name, root):
 
 
 def register_all_synthetic(root: str, prefix: str = "synthetic"):
-    """Register ``{prefix}_coco_{train,val}``, ``{prefix}_ytvis_{train,val}`` under ``root``
-    and the pseudo videos ``{prefix}_coco2ytvis_train``."""
+    """Register ``{prefix}_coco_{train,val}``, ``{prefix}_ytvis_{train,val,showcase}``
+    under ``root`` and the pseudo videos ``{prefix}_coco2ytvis_train``."""
     for split in ("train", "val"):
         name = f"{prefix}_coco_{split}"
         if name not in DatasetCatalog.list():
@@ -77,6 +78,14 @@ def register_all_synthetic(root: str, prefix: str = "synthetic"):
                 os.path.join(root, "synthetic_ytvis", "annotations", f"{split}.json"),
                 os.path.join(root, "synthetic_ytvis", split, "JPEGImages"),
             )
+    name = f"{prefix}_ytvis_{SHOWCASE_SPLIT}"
+    if name not in DatasetCatalog.list():
+        register_ytvis_instances(
+            name,
+            _get_ytvis_metadata(SYNTHETIC_CATEGORIES),
+            os.path.join(root, "synthetic_ytvis", "annotations", f"{SHOWCASE_SPLIT}.json"),
+            os.path.join(root, "synthetic_ytvis", SHOWCASE_SPLIT, "JPEGImages"),
+        )
     name = f"{prefix}_coco2ytvis_train"
     if name not in DatasetCatalog.list():
         register_pseudo_video_instances(name, f"{prefix}_coco_train", SYNTHETIC_COCO_TO_YTVIS, SYNTHETIC_CATEGORIES)
