@@ -52,6 +52,7 @@ from mobileinst.engine import (  # noqa: E402
     ProgressBar,
     TimeBudget,
     build_optimizer,
+    check_same_start,
     launch,
     scaled_steps,
     split_cpu_threads,
@@ -125,6 +126,12 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_optimizer(cls, cfg, model):
         return build_optimizer(cfg, model)
+
+    def resume_or_load(self, resume=True):
+        """DefaultTrainer.resume_or_load; then every process (on every machine) must
+        start at the same iteration (:func:`mobileinst.engine.check_same_start`)."""
+        super().resume_or_load(resume=resume)
+        check_same_start(self.start_iter, self.cfg.OUTPUT_DIR)
 
     def build_hooks(self):
         """detectron2's hooks, plus SOLVER.EMA, SOLVER.TIME_BUDGET and SOLVER.PROGRESS_BAR.

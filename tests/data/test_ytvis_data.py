@@ -239,6 +239,8 @@ def test_register_ytvis_instances_is_lazy(tmp_path):
     json_file = write(tmp_path, make_json())
     name = f"ytvis_data_test_{uuid.uuid4().hex}"
     register_ytvis_instances(name, {}, json_file, str(tmp_path / "imgs"))
+    for video in ("vidA", "vidB"):  # the frame folders are checked when the set is loaded
+        (tmp_path / "imgs" / video).mkdir(parents=True)
     try:
         meta = MetadataCatalog.get(name)
         assert meta.evaluator_type == "ytvis" and meta.json_file == json_file
@@ -277,6 +279,12 @@ def test_register_all_ytvis_reads_nothing_and_is_idempotent(tmp_path, monkeypatc
         m21 = MetadataCatalog.get("ytvis_2021_train")
         assert m21.json_file == os.path.join(root, "ytvis_2021", "train.json")
         assert m21.thing_classes[0] == "airplane"
+        # 2022: the archive's valid/instances.json, the 2021 categories
+        m22 = MetadataCatalog.get("ytvis_2022_val")
+        assert m22.json_file == os.path.join(root, "ytvis_2022", "valid", "instances.json")
+        assert m22.image_root == os.path.join(root, "ytvis_2022", "valid", "JPEGImages")
+        assert m22.thing_dataset_id_to_contiguous_id == m21.thing_dataset_id_to_contiguous_id
+        assert m22.thing_classes == m21.thing_classes
         monkeypatch.undo()
         with pytest.raises(FileNotFoundError, match="ytvis_2021"):
             DatasetCatalog.get("ytvis_2021_train")

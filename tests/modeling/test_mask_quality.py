@@ -49,3 +49,33 @@ def test_mask_quality_by_hand():
     assert mask_quality(results, duplicate_iou=0.85)["duplicates"] == 0
     assert mask_quality(results, score_threshold=0.1)["stray_box_share"] == pytest.approx(2 / 7)
     assert mask_quality([])["masks"] == 0
+
+
+def test_mask_quality_tool(tmp_path, capsys):
+    """tools/analysis/mask_quality.py on a results json written by hand; bad input named."""
+    import json
+    import os
+    import sys
+
+    from conftest import ROOT
+
+    sys.path.insert(0, os.path.join(ROOT, "tools", "analysis"))
+    import mask_quality as tool
+
+    stray = _square(2, 2, 10)
+    stray[35, 35] = True
+    rle = _rle(stray)
+    rle["counts"] = rle["counts"].decode()
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps([{"image_id": 1, "category_id": 1, "score": 0.9, "segmentation": rle}]))
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps({"annotations": [{"id": 1}, {"id": 2}]}))
+    out = tool.main([str(results), "--gt", str(gt), "--output", str(tmp_path / "q.json")])
+    assert out["stray_box_share"] == 1.0 and out["objects"] == 2
+    assert json.loads((tmp_path / "q.json").read_text())["masks"] == 1
+    assert "stray_box_share: 1.0000" in capsys.readouterr().out
+    (tmp_path / "bad.json").write_text(json.dumps({"not": "a list"}))
+    with pytest.raises(SystemExit, match="bad.json: expected a list of COCO results"):
+        tool.main([str(tmp_path / "bad.json")])
+    with pytest.raises(SystemExit, match="missing.json: cannot read"):
+        tool.main([str(tmp_path / "missing.json")])

@@ -257,3 +257,17 @@ def test_launched_process_leaves_its_group(tmp_path):
     with pytest.raises(RuntimeError, match="boom"):
         run_then_leave_group(fails)
     assert not dist.is_initialized()
+
+
+def test_processes_that_would_resume_at_different_iterations_stop(monkeypatch):
+    """--resume with several machines: a machine that did not find OUTPUT_DIR's last
+    checkpoint (a folder not shared) would start at 0 while the others resume."""
+    from detectron2.utils import comm
+
+    from mobileinst.engine import check_same_start
+
+    monkeypatch.setattr(comm, "all_gather", lambda x: [x, x])
+    check_same_start(4, "out")  # the same iteration everywhere: nothing happens
+    monkeypatch.setattr(comm, "all_gather", lambda x: [x, 0])
+    with pytest.raises(RuntimeError, match=r"rank 0: 4, rank 1: 0.*OUTPUT_DIR 'out'.*shares"):
+        check_same_start(4, "out")

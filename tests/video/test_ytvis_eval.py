@@ -2,10 +2,12 @@
 
 import importlib.util
 import json
+import logging
 import math
 import os
 import sys
 import uuid
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,7 @@ from mobileinst.data.datasets.ytvis import (  # noqa: E402
     _get_ytvis_metadata,
     register_ytvis_instances,
 )
-from mobileinst.evaluation.ytvis_evaluation import YTVISEvaluator  # noqa: E402
+from mobileinst.evaluation.ytvis_evaluation import YTVISEvaluator, write_submission_zip  # noqa: E402
 from mobileinst.evaluation.ytvis_metric import (  # noqa: E402
     YTVIS_METRICS,
     compute_track_ious,
@@ -376,17 +378,32 @@ def test_ytvis_evaluator_end_to_end(tmp_path):
         _cleanup(name)
 
 
-def test_ytvis_evaluator_without_annotations_only_writes_results(tmp_path):
+def test_ytvis_evaluator_without_annotations_writes_the_submission_zip(tmp_path, caplog):
     gt = make_gt()
     del gt["annotations"]
     name = _register(tmp_path, gt)
+    MetadataCatalog.get(name).set(evaluation_server="https://example.org/server")
     try:
         out_dir = tmp_path / "out_test_split"
         evaluator = YTVISEvaluator(name, output_dir=str(out_dir), distributed=False)
         evaluator.process([{"video_id": 1}], [_model_output(1, [(0, 0.5, [MASK_A] * T)])])
-        assert evaluator.evaluate() == {}
+        with caplog.at_level(logging.INFO):
+            assert evaluator.evaluate() == {}
         saved = json.loads((out_dir / "results.json").read_text())
         assert len(saved) == 1 and saved[0]["category_id"] == CAT_A
         assert len(saved[0]["segmentations"]) == T
+        # the zip the servers take: results.json at its root, the same entries; the log says where
+        zip_path = out_dir / "submission.zip"
+        with zipfile.ZipFile(zip_path) as zf:
+            assert zf.namelist() == ["results.json"]
+            assert json.loads(zf.read("results.json")) == saved
+        assert str(zip_path) in caplog.text and "https://example.org/server" in caplog.text
+        assert sorted(os.listdir(out_dir)) == ["results.json", "submission.zip"]
+        # a zip whose writing fails leaves the earlier one whole and no temporary file
+        before = zip_path.read_bytes()
+        with pytest.raises(TypeError):
+            write_submission_zip(str(zip_path), [{"video_id": object()}])
+        assert zip_path.read_bytes() == before
+        assert sorted(os.listdir(out_dir)) == ["results.json", "submission.zip"]
     finally:
         _cleanup(name)

@@ -1,10 +1,13 @@
 # Copyright (c) MobileInst authors. Licensed under the Apache License 2.0.
-"""The Detectron2 evaluator of YouTube-VIS: gathers the model's tracks, writes the
-submission json (:func:`mobileinst_core.ytvis_json.ytvis_entries`) and scores it with
-the video AP of :mod:`mobileinst.evaluation.ytvis_metric`."""
+"""The Detectron2 evaluator of YouTube-VIS-format sets (YouTube-VIS, OVIS): gathers
+the model's tracks, writes the results json (:func:`mobileinst_core.ytvis_json.ytvis_entries`)
+and scores it with the video AP of :mod:`mobileinst.evaluation.ytvis_metric`, or, for a
+set without ground truth, writes the zip an evaluation server takes."""
 import itertools
+import json
 import logging
 import os
+import zipfile
 from collections import OrderedDict
 from typing import Optional
 
@@ -15,12 +18,24 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 from detectron2.utils.logger import create_small_table
 from mobileinst_core.categories import category_ids_of, dataset_category_ids
-from mobileinst_core.files import atomic_write_json
+from mobileinst_core.files import atomic_path, atomic_write_json
 from mobileinst_core.ytvis_json import ytvis_entries
 
 from .ytvis_metric import YTVIS_METRICS, evaluate_ytvis, load_ytvis_gt
 
-__all__ = ["YTVISEvaluator"]
+__all__ = ["YTVISEvaluator", "write_submission_zip"]
+
+SUBMISSION_ZIP = "submission.zip"
+
+
+def write_submission_zip(path: str, predictions: list) -> str:
+    """The zip the YouTube-VIS and OVIS evaluation servers (CodaLab) take: the results
+    json as ``results.json`` at the zip's root. Written whole or not at all
+    (:func:`mobileinst_core.files.atomic_path`). Returns ``path``."""
+    with atomic_path(path) as tmp:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("results.json", json.dumps(predictions))
+    return path
 
 
 class YTVISEvaluator(DatasetEvaluator):
@@ -38,7 +53,9 @@ class YTVISEvaluator(DatasetEvaluator):
     ``evaluate()`` writes ``output_dir/results.json`` (official submission format: list of
     {video_id, category_id (dataset id), score, [track_id], segmentations: [{"size", "counts": str}
     | None]}, :func:`mobileinst_core.ytvis_json.ytvis_entries`)
-    and returns ``{"ytvis": {"AP", "AP50", ...}}`` when the json has annotations, else ``{}``.
+    and returns ``{"ytvis": {"AP", "AP50", ...}}`` when the json has annotations; else it
+    also writes ``output_dir/submission.zip`` (:func:`write_submission_zip`), logs where it
+    is and returns ``{}``.
     """
 
     def __init__(
@@ -97,10 +114,14 @@ class YTVISEvaluator(DatasetEvaluator):
 
         gt = self._load_gt()
         if gt is None or "annotations" not in gt:
+            server = getattr(self._metadata, "evaluation_server", None)
+            where = "no output directory was given, nothing written"
+            if self._output_dir:
+                where = "upload " + write_submission_zip(os.path.join(self._output_dir, SUBMISSION_ZIP), predictions)
             self._logger.info(
-                f"{self._dataset_name} has no ground-truth annotations (valid/test split): "
-                "zip results.json from the output directory and submit it to the YouTube-VIS "
-                "evaluation server (https://youtube-vos.org/dataset/vis/)."
+                f"{self._dataset_name} has no ground-truth annotations (valid/test split), so no AP here: "
+                f"{where} (results.json at its root) to the data set's evaluation server"
+                + (f" ({server})" if server else "") + "."
             )
             return {}
 

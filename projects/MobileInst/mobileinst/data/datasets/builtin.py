@@ -6,7 +6,8 @@
 * ``synthetic_ytvis_{train,val,showcase}``: ``synthetic_ytvis/<split>/JPEGImages``
   and ``synthetic_ytvis/annotations/<split>.json`` (showcase: make demo's one
   longer clip)
-* ``ytvis_{2019,2021}_{train,val}`` (see ``ytvis.register_all_ytvis``)
+* ``ytvis_{2019,2021}_{train,val}``, ``ytvis_2022_val`` (see ``ytvis.register_all_ytvis``)
+* ``ovis_{train,val,test}`` (see ``ovis.register_all_ovis``)
 * pseudo videos (``pseudo_video``): ``coco2ytvis{2019,2021}_train``, the
   images of ``coco_2017_train`` with YouTube-VIS 2019 / 2021 labels, and
   ``synthetic_coco2ytvis_train``, those of ``synthetic_coco_train`` with
@@ -21,6 +22,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
 from ..synthetic import SHOWCASE_SPLIT, SYNTHETIC_CATEGORIES
+from .ovis import register_all_ovis
 from .coco_to_ytvis import COCO_TO_YTVIS_2019, COCO_TO_YTVIS_2021, SYNTHETIC_COCO_TO_YTVIS
 from .pseudo_video import register_pseudo_video_instances
 from .ytvis import (
@@ -102,4 +104,5 @@ def register_all_pseudo_videos():
 _root = os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
 register_all_synthetic(_root)
 register_all_ytvis(_root)
+register_all_ovis(_root)
 register_all_pseudo_videos()

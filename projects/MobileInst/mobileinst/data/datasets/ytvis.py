@@ -1,4 +1,5 @@
-"""YouTube-VIS (2019 / 2021) dataset loading and registration.
+"""YouTube-VIS-format dataset loading and registration (YouTube-VIS 2019 / 2021 / 2022;
+OVIS, in the same format, is registered by :mod:`.ovis`).
 
 The YouTube-VIS json format is::
 
@@ -36,6 +37,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "YTVIS_2019_CATEGORIES",
     "YTVIS_2021_CATEGORIES",
+    "check_frame_folders",
     "load_ytvis_json",
     "register_ytvis_instances",
     "register_all_ytvis",
@@ -60,17 +62,23 @@ _YTVIS_2021_NAMES = [
 YTVIS_2019_CATEGORIES = [{"id": i + 1, "name": n} for i, n in enumerate(_YTVIS_2019_NAMES)]
 YTVIS_2021_CATEGORIES = [{"id": i + 1, "name": n} for i, n in enumerate(_YTVIS_2021_NAMES)]
 
-# name -> (image_root, json_file), relative to the datasets root.
+# name -> (image_root, json_file), relative to the datasets root. YouTube-VIS 2022
+# trains on the 2021 train set (ytvis_2021_train); its valid set (the 2021 videos
+# and long ones) is registered as the archive unpacks (valid/instances.json).
 _PREDEFINED_SPLITS_YTVIS = {
     "ytvis_2019_train": ("ytvis_2019/train/JPEGImages", "ytvis_2019/train.json"),
     "ytvis_2019_val": ("ytvis_2019/valid/JPEGImages", "ytvis_2019/valid.json"),
     "ytvis_2021_train": ("ytvis_2021/train/JPEGImages", "ytvis_2021/train.json"),
     "ytvis_2021_val": ("ytvis_2021/valid/JPEGImages", "ytvis_2021/valid.json"),
+    "ytvis_2022_val": ("ytvis_2022/valid/JPEGImages", "ytvis_2022/valid/instances.json"),
 }
 _PREDEFINED_CATEGORIES = {
     "ytvis_2019": YTVIS_2019_CATEGORIES,
     "ytvis_2021": YTVIS_2021_CATEGORIES,
+    "ytvis_2022": YTVIS_2021_CATEGORIES,  # 2022 keeps the 2021 categories
 }
+# where a set without ground truth is scored (the submission zip of the evaluator)
+YTVIS_SERVER = "https://youtube-vos.org/dataset/vis/"
 
 
 def _get_ytvis_metadata(categories: Sequence[dict]) -> dict:
@@ -90,14 +98,34 @@ def _get_ytvis_metadata(categories: Sequence[dict]) -> dict:
     }
 
 
-def _missing_json_message(json_file: str) -> str:
+def _missing_json_message(json_file: str, dataset_name: Optional[str] = None) -> str:
     return (
-        f"YouTube-VIS annotation file not found: {json_file}. "
-        "Download YouTube-VIS 2019/2021 from https://youtube-vos.org/dataset/vis/ and place it "
-        "under $DETECTRON2_DATASETS as described in datasets/README.md "
-        "(e.g. ytvis_2019/train.json + ytvis_2019/train/JPEGImages/). "
+        (f"Dataset '{dataset_name}': " if dataset_name else "")
+        + f"YouTube-VIS-format annotation file not found: {json_file}. "
+        "Download YouTube-VIS 2019/2021/2022 (https://youtube-vos.org/dataset/vis/) or OVIS "
+        "(https://songbai.site/ovis/) and place it under $DETECTRON2_DATASETS as datasets/README.md "
+        "describes (e.g. ytvis_2019/train.json + ytvis_2019/train/JPEGImages/, "
+        "ovis/annotations/annotations_train.json + ovis/train/). "
         "For the small synthetic dataset run `python datasets/prepare_synthetic.py`."
     )
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_field(obj: dict, field: str, ok, expected: str, where: str):
+    """The value of ``obj[field]``; a ``ValueError`` naming ``where`` (the json and the
+    entry) and the field when it is missing or not ``expected``."""
+    if not isinstance(obj, dict):
+        raise ValueError(f"{where}: expected a json object, got {type(obj).__name__}")
+    if field not in obj:
+        raise ValueError(f"{where}: no '{field}' field (expected {expected})")
+    value = obj[field]
+    if not ok(value):
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise ValueError(f"{where}: '{field}' is {shown}; expected {expected}")
+    return value
 
 
 def _normalize_segmentation(segm, height: int, width: int):
@@ -172,15 +200,18 @@ def load_ytvis_json(
     """
     timer = Timer()
     if not PathManager.exists(json_file):
-        raise FileNotFoundError(_missing_json_message(json_file))
+        raise FileNotFoundError(_missing_json_message(json_file, dataset_name))
     with PathManager.open(json_file, "r") as f:
         dataset = json.load(f)
     if timer.seconds() > 1:
         logger.info("Loading {} takes {:.2f} seconds.".format(json_file, timer.seconds()))
 
-    if "videos" not in dataset:
+    if not isinstance(dataset, dict) or "videos" not in dataset:
         raise ValueError(f"{json_file}: not a YouTube-VIS json (no 'videos' field)")
+    _check_field(dataset, "videos", lambda v: isinstance(v, list), "a list", json_file)
     categories = dataset.get("categories", [])
+    for i, c in enumerate(categories):
+        _check_field(c, "id", _is_int, "an int", f"{json_file}: categories[{i}]")
 
     # --- category mapping
     id_map = None
@@ -194,6 +225,13 @@ def load_ytvis_json(
                 thing_dataset_id_to_contiguous_id=ytvis_meta["thing_dataset_id_to_contiguous_id"],
             )
             id_map = ytvis_meta["thing_dataset_id_to_contiguous_id"]
+        else:
+            unknown = sorted({int(c["id"]) for c in categories} - set(id_map))
+            if unknown:
+                raise ValueError(
+                    f"{json_file}: 'categories' has ids {unknown} that dataset '{dataset_name}' does not "
+                    f"have (its category ids: {sorted(id_map)}); is this the json of another data set?"
+                )
     if id_map is None:
         id_map = _get_ytvis_metadata(categories)["thing_dataset_id_to_contiguous_id"]
 
@@ -201,11 +239,13 @@ def load_ytvis_json(
     has_annotations = "annotations" in dataset
     dataset_dicts = []
     video_index: Dict[int, dict] = {}
-    for video in dataset["videos"]:
-        vid = video.get("id")
-        if "file_names" not in video:
-            raise ValueError(f"{json_file}: video id={vid} has no 'file_names' field")
-        file_names = video["file_names"]
+    for i, video in enumerate(dataset["videos"]):
+        vid = _check_field(video, "id", _is_int, "an int", f"{json_file}: videos[{i}]")
+        where = f"{json_file}: video id={vid}"
+        file_names = _check_field(video, "file_names", lambda v: isinstance(v, list) and all(
+            isinstance(f, str) for f in v), "a list of frame paths", where)
+        for field in ("height", "width"):
+            _check_field(video, field, lambda v: _is_int(v) and v > 0, "an int > 0", where)
         length = video.get("length", len(file_names))
         if len(file_names) != length:
             raise ValueError(
@@ -226,8 +266,12 @@ def load_ytvis_json(
 
     # --- annotations (tracks)
     num_dropped, reasons, named = 0, {}, []
-    for anno in dataset.get("annotations", []):
+    if has_annotations:
+        _check_field(dataset, "annotations", lambda v: isinstance(v, list), "a list", json_file)
+    for i, anno in enumerate(dataset.get("annotations", [])):
+        _check_field(anno, "video_id", _is_int, "an int", f"{json_file}: annotations[{i}]")
         aid = anno.get("id")
+        _check_field(anno, "category_id", _is_int, "an int", f"{json_file}: annotation id={aid}")
         record = video_index.get(anno.get("video_id"))
         if record is None:
             raise ValueError(
@@ -237,9 +281,13 @@ def load_ytvis_json(
         segms = anno.get("segmentations")
         if segms is None:
             raise ValueError(f"{json_file}: annotation id={aid} has no 'segmentations' field")
+        _check_field(anno, "segmentations", lambda v: isinstance(v, list), "a list (one entry per frame)",
+                     f"{json_file}: annotation id={aid}")
         bboxes = anno.get("bboxes")
         if bboxes is None:
             bboxes = [None] * length
+        _check_field({"bboxes": bboxes}, "bboxes", lambda v: isinstance(v, list), "a list (one entry per frame)",
+                     f"{json_file}: annotation id={aid}")
         for field, values in (("segmentations", segms), ("bboxes", bboxes)):
             if len(values) != length:
                 raise ValueError(
@@ -256,7 +304,10 @@ def load_ytvis_json(
         for t in range(length):
             if segms[t] is None:  # the object is not in this frame
                 continue
-            segm = _normalize_segmentation(segms[t], h, w)
+            try:
+                segm = _normalize_segmentation(segms[t], h, w)
+            except (ValueError, TypeError) as e:
+                raise ValueError(f"{json_file}: annotation id={aid}: 'segmentations'[{t}]: {e}") from e
             if segm is None:
                 why = "no polygon with 3 or more points"
             else:  # crowd regions are not trained on: an empty one does no harm
@@ -297,10 +348,38 @@ def load_ytvis_json(
     return dataset_dicts
 
 
+def check_frame_folders(dataset_dicts: List[dict], json_file: str, image_root: str,
+                        dataset_name: Optional[str] = None) -> List[dict]:
+    """Raise a ``FileNotFoundError`` naming ``json_file`` and the videos whose frame
+    folders (those of their "file_names") are missing, or ``image_root`` if it is;
+    one ``isdir`` per folder, no frame is opened. Returns ``dataset_dicts``."""
+    prefix = f"Dataset '{dataset_name}': " if dataset_name else ""
+    if not os.path.isdir(image_root):
+        raise FileNotFoundError(
+            f"{prefix}frame folder '{image_root}' does not exist; the 'file_names' of {json_file} are "
+            "relative to it (layouts: datasets/README.md)"
+        )
+    missing = []
+    for d in dataset_dicts:
+        for folder in sorted({os.path.dirname(f) for f in d["file_names"]}):
+            if not os.path.isdir(folder):
+                missing.append(f"video id={d['video_id']}: '{folder}'")
+    if missing:
+        raise FileNotFoundError(
+            f"{prefix}{len(missing)} frame folder(s) named by the 'file_names' of {json_file} do not exist "
+            f"under '{image_root}': " + "; ".join(missing[:NAMED])
+            + (f"; ... and {len(missing) - NAMED} more" if len(missing) > NAMED else "")
+            + " (layouts: datasets/README.md)"
+        )
+    return dataset_dicts
+
+
 def register_ytvis_instances(name: str, metadata: dict, json_file: str, image_root: str) -> None:
     """
     Register a YouTube-VIS-format dataset (like detectron2's ``register_coco_instances``).
-    Nothing is read until the dataset is requested from DatasetCatalog.
+    Nothing is read until the dataset is requested from DatasetCatalog; then the json
+    is loaded (:func:`load_ytvis_json`) and the videos' frame folders are checked
+    (:func:`check_frame_folders`).
 
     Args:
         name: dataset name, e.g. "ytvis_2019_train".
@@ -312,7 +391,9 @@ def register_ytvis_instances(name: str, metadata: dict, json_file: str, image_ro
     assert isinstance(json_file, (str, os.PathLike)), json_file
     assert isinstance(image_root, (str, os.PathLike)), image_root
     json_file, image_root = os.fspath(json_file), os.fspath(image_root)
-    DatasetCatalog.register(name, lambda: load_ytvis_json(json_file, image_root, name))
+    DatasetCatalog.register(
+        name, lambda: check_frame_folders(load_ytvis_json(json_file, image_root, name), json_file, image_root, name)
+    )
     MetadataCatalog.get(name).set(
         json_file=json_file, image_root=image_root, evaluator_type="ytvis", **metadata
     )
@@ -320,9 +401,10 @@ def register_ytvis_instances(name: str, metadata: dict, json_file: str, image_ro
 
 def register_all_ytvis(root: Optional[str] = None) -> None:
     """
-    Register ytvis_2019_{train,val} and ytvis_2021_{train,val} under ``root`` (default:
-    $DETECTRON2_DATASETS or "datasets"), with the layout of datasets/README.md. The "val" splits
-    are YouTube-VIS' "valid" splits, whose jsons have no annotations (evaluate on the server).
+    Register ytvis_2019_{train,val}, ytvis_2021_{train,val} and ytvis_2022_val under ``root``
+    (default: $DETECTRON2_DATASETS or "datasets"), with the layout of datasets/README.md. The
+    "val" splits are YouTube-VIS' "valid" splits, whose jsons have no annotations (the
+    evaluator writes the zip the evaluation server takes).
     No file is read; names already in DatasetCatalog are skipped.
     """
     if root is None:
@@ -334,7 +416,7 @@ def register_all_ytvis(root: Optional[str] = None) -> None:
         categories = _PREDEFINED_CATEGORIES[name.rsplit("_", 1)[0]]
         register_ytvis_instances(
             name,
-            _get_ytvis_metadata(categories),
+            dict(_get_ytvis_metadata(categories), evaluation_server=YTVIS_SERVER),
             os.path.join(root, json_file),
             os.path.join(root, image_root),
         )
