@@ -82,8 +82,8 @@ class VideoSegmenter(OnlineTracker):
         self.dtype = self.keyframe.input_dtype("image")
         self.class_names = self.meta.class_names
         overrides = {}
-        if reuse_interval:
-            overrides["reuse_interval"] = int(reuse_interval)
+        if reuse_interval is not None:  # checked as the export's (an int >= 1)
+            overrides["reuse_interval"] = reuse_interval
         if association is not None:
             overrides["association"] = association
         super().__init__(self.meta.tracker.replace(**overrides), self._run_keyframe, self._frame_masks, keep_results)
