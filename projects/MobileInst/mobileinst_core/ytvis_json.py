@@ -153,7 +153,11 @@ class YtvisJsonStream:
         return path
 
     def close(self):
-        """Close and remove the spool (idempotent)."""
-        self._spool.close()
+        """Close and remove the spool (idempotent). Its write errors are not raised here:
+        the spool is discarded, and a failed run's own error is the one to report."""
+        try:
+            self._spool.close()
+        except OSError:
+            pass
         if os.path.exists(self.spool_path):
             os.remove(self.spool_path)
