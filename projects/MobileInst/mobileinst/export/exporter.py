@@ -19,7 +19,7 @@ import tempfile
 import torch
 from detectron2.modeling import build_model
 
-from mobileinst_core.export_meta import META_FILE, read_export_meta, record_files, verify_file, write_export_meta
+from mobileinst_core.export_meta import META_FILE, record_files, verify_file, write_export_meta
 from mobileinst_core.files import prepare_output_dir, remove_if_empty, replace_dir
 
 from ..data import check_num_classes
