@@ -8,7 +8,11 @@ or a camera, online, and write an annotated video plus a YouTube-VIS json.
 
 Each track keeps one colour and its id for the whole video. The input, the
 config (NUM_CLASSES), the weights and the output folder are all checked before
-the first frame is read; a failed run leaves no output folder behind.
+the first frame is read. The video and the json are written together, whole or not
+at all: a failed or interrupted run (Ctrl-C, SIGTERM) leaves an earlier pair as it was
+and no output folder that it created. A video whose frames stop decoding partway
+gets the output of the frames read and exit status 1 with a message saying how many
+frames were read of how many its container announces.
 """
 import os
 import sys
@@ -27,14 +31,17 @@ from mobileinst.utils.cli import config_argument_parser, parse_with_overrides  #
 from mobileinst.video import StreamingPredictor, iter_frames  # noqa: E402
 from mobileinst.video.streaming import video_fps  # noqa: E402
 from mobileinst_core.categories import dataset_category_ids  # noqa: E402
-from mobileinst_core.frames import check_source  # noqa: E402
+from mobileinst_core.cli import int_at_least, sigterm_exits  # noqa: E402
+from mobileinst_core.frames import IncompleteInputError, check_source  # noqa: E402
 from mobileinst_core.writer import write_tracks  # noqa: E402
 
 
 def run(cfg, source, output_dir, score_threshold=0.3, video_id=1, class_names=None, fps=None):
-    """Run the demo; returns (video path, json path, number of frames)."""
+    """Run the demo; returns (video path, json path, number of frames). Raises
+    :class:`~mobileinst_core.frames.IncompleteInputError` after writing the output of the
+    frames read when a video file ends before the frames it announces."""
     check_source(source)  # before the model and the weights are loaded
-    predictor = StreamingPredictor(cfg, keep_results=True)
+    predictor = StreamingPredictor(cfg, keep_results=False)  # the writer streams the masks
     category_ids = None
     if hasattr(predictor, "metadata"):
         if class_names is None:
@@ -45,9 +52,12 @@ def run(cfg, source, output_dir, score_threshold=0.3, video_id=1, class_names=No
         inst = predictor(frame)
         return inst.pred_masks.numpy(), inst.track_ids.tolist(), inst.pred_classes.tolist(), inst.scores.tolist()
 
-    frames = tqdm(iter_frames(source), desc="frames", unit="frame")
-    return write_tracks(frames, step, predictor.ytvis_result, output_dir, fps or video_fps(source), class_names,
-                        score_threshold, video_id, category_ids)
+    source_frames = iter_frames(source)
+    frames = tqdm(source_frames, desc="frames", unit="frame")
+    out = write_tracks(frames, step, predictor.top_tracks, output_dir, fps or video_fps(source), class_names,
+                       score_threshold, video_id, category_ids, input_name=source_frames.name)
+    source_frames.check_complete(out)
+    return out
 
 
 def main(argv=None):
@@ -56,12 +66,18 @@ def main(argv=None):
     parser.add_argument("--input", required=True, help="video file, folder of frames, or camera index")
     parser.add_argument("--output", default="output/demo")
     parser.add_argument("--score-threshold", type=float, default=0.3)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--threads", type=int_at_least(0, " (0: torch's default)"), default=0,
+                        help="torch threads (0: default)")
     args = parse_with_overrides(parser, argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = load_mobileinst_config(args.config_file, args.opts)
-    video, js, n = run(cfg, args.input, args.output, args.score_threshold)
+    with sigterm_exits():
+        try:
+            video, js, n = run(cfg, args.input, args.output, args.score_threshold)
+        except IncompleteInputError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(1)
     print(f"{n} frames -> {video}, {js}")
 
 

@@ -45,7 +45,9 @@ from mobileinst import add_mobileinst_config  # noqa: E402
 from mobileinst.data import (  # noqa: E402
     build_test_mapper,
     build_train_loader,
+    check_batch_size,
     check_num_classes,
+    naming_unknown_categories,
 )
 from mobileinst.engine import (  # noqa: E402
     ModelEMA,
@@ -73,6 +75,7 @@ class Trainer(DefaultTrainer):
         logger = logging.getLogger("detectron2")
         if not logger.isEnabledFor(logging.INFO):
             setup_logger()
+        check_batch_size(cfg, comm.get_world_size())  # before detectron2's divisibility assert
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
         # the file training starts from, before the model and the data (a run with
         # a last checkpoint may resume from that instead of MODEL.WEIGHTS)
@@ -94,7 +97,28 @@ class Trainer(DefaultTrainer):
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
+        # detectron2's JSONWriter creates metrics.json when the hooks are built: a run
+        # that then fails to resume removes it again if it made it (and it is empty)
+        self._metrics_file = os.path.join(cfg.OUTPUT_DIR, "metrics.json")
+        self._metrics_existed = os.path.exists(self._metrics_file)
         self.register_hooks(self.build_hooks())
+
+    def resume_or_load(self, resume=True):
+        """DefaultTrainer.resume_or_load; if it fails, no empty metrics.json of this run
+        is left behind."""
+        try:
+            super().resume_or_load(resume=resume)
+        except BaseException:
+            self._discard_metrics_file()
+            raise
+
+    def _discard_metrics_file(self):
+        for h in self._hooks:
+            for w in getattr(h, "_writers", ()):
+                w.close()
+        path = self._metrics_file
+        if not self._metrics_existed and os.path.exists(path) and os.path.getsize(path) == 0:
+            os.remove(path)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -121,7 +145,9 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        return build_detection_test_loader(cfg, dataset_name, mapper=build_test_mapper(cfg, dataset_name))
+        mapper = build_test_mapper(cfg, dataset_name)
+        with naming_unknown_categories(dataset_name):  # the json and the annotation, not a bare KeyError
+            return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
 
     @classmethod
     def build_optimizer(cls, cfg, model):

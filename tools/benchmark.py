@@ -212,16 +212,17 @@ def bench_onnx(args, cfg, model, frames, h, w, threads_list, track_threshold):
 
         for i, f in enumerate(frames[:8]):
             cv2.imwrite(os.path.join(calib, f"{i:03d}.png"), f.permute(1, 2, 0).numpy()[:, :, ::-1])
-        export(cfg, tmp, h, w, torchscript=False, do_quantize=True, calib_dir=calib)
+        graphs = os.path.join(tmp, "graphs")  # an export is a folder of its own (replaced as a whole)
+        export(cfg, graphs, h, w, torchscript=False, do_quantize=True, calib_dir=calib)
         bgr = [f.permute(1, 2, 0).numpy()[:, :, ::-1].copy() for f in frames]
         for threads in threads_list:
             for kind, suffix in (("fp32", ""), ("int8", "_int8")):
                 key = f"ort_{kind}_threads{threads}"
-                seg = ImageSegmenter(tmp, threads, graph=f"image{suffix}.onnx")
+                seg = ImageSegmenter(graphs, threads, graph=f"image{suffix}.onnx")
                 ms, _ = median_ms(lambda: seg(bgr[0]), args.runs, args.warmup)
                 res = {"image_latency_ms": round(ms, 2)}
                 for t in args.intervals:
-                    vs = VideoSegmenter(tmp, threads, reuse_interval=t, keep_results=False, suffix=suffix)
+                    vs = VideoSegmenter(graphs, threads, reuse_interval=t, keep_results=False, suffix=suffix)
                     vs.track_score_threshold = track_threshold
                     res[f"T={t}"] = time_stream(vs.step, vs.reset, bgr, args.warmup)
                 out[key] = res

@@ -19,6 +19,12 @@ Writes (``mobileinst.export.graphs`` describes the graphs):
   export_meta.json      input size/format, normalisation, classes, thresholds, ranking, video settings
 and checks every ONNX graph against PyTorch with onnxruntime. The runtime
 (python -m mobileinst_runtime --backend onnxruntime|openvino|ncnn) reads this folder.
+
+The export is one unit: written beside --output and renamed onto it when every graph
+is written and checked (export_meta.json lists each file with its sha256 and size,
+which the runtime checks). An existing export is refused without --overwrite and
+replaced as a whole with it; a failed or interrupted export (Ctrl-C, SIGTERM) leaves
+the earlier one as it was.
 """
 import json
 import logging
@@ -34,6 +40,7 @@ except ImportError:
 from mobileinst.config import load_mobileinst_config  # noqa: E402
 from mobileinst.export import GRAPHS, export  # noqa: E402
 from mobileinst.utils.cli import config_argument_parser, parse_with_overrides  # noqa: E402
+from mobileinst_core.cli import sigterm_exits  # noqa: E402
 
 
 def main(argv=None):
@@ -49,12 +56,15 @@ def main(argv=None):
     parser.add_argument("--calib-dir", default=None, help="images for int8 calibration")
     parser.add_argument("--ncnn", action="store_true",
                         help="also write the ncnn graphs (*.ncnn.*, through pnnx) for --backend ncnn")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing export in --output as a whole (else it is refused)")
     args = parse_with_overrides(parser, argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = load_mobileinst_config(args.config_file, args.opts, device="cpu")
     h, w = args.size or (cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST)
-    report = export(cfg, args.output, h, w, args.graphs, not args.no_torchscript, args.quantize, args.calib_dir,
-                    args.ncnn)
+    with sigterm_exits():
+        report = export(cfg, args.output, h, w, args.graphs, not args.no_torchscript, args.quantize, args.calib_dir,
+                        args.ncnn, overwrite=args.overwrite)
     print(json.dumps(report, indent=2))
 
 

@@ -192,6 +192,7 @@ def test_crafted_pickle_is_refused_by_train_net(weights, evil, tmp_path, monkeyp
         train_net.Trainer(cfg).resume_or_load(resume=True)
     _assert_refused(info, weights, "model_0000009")
     assert "--resume" in str(info.value)
+    assert not (tmp_path / "metrics.json").exists(), "a failed run left an empty metrics.json"
 
 
 @pytest.mark.parametrize("evil", ["evil_system.pkl", "evil_open.pth"])
@@ -401,6 +402,50 @@ def test_num_classes_of_a_dataset_known_only_once_loaded(tmp_path, synthetic_roo
     cfg = small_cfg("MODEL.MOBILEINST.NUM_CLASSES", "4", "DATASETS.TRAIN", "()", "DATASETS.TEST", f"('{name}',)")
     with pytest.raises(ValueError, match=f"NUM_CLASSES is 4 but DATASETS.TEST '{name}' has 5"):
         check_num_classes(cfg)
+
+
+def test_unknown_category_id_names_the_json_and_the_annotation(tmp_path, synthetic_root):
+    """An --eval-only (or training) COCO json whose annotation has a category_id its
+    "categories" do not list: the file and the annotation, not a bare KeyError."""
+    from detectron2.data.datasets import register_coco_instances
+
+    import train_net
+
+    data = json.load(open(os.path.join(synthetic_root, "synthetic_coco", "annotations", "instances_val.json")))
+    bad = data["annotations"][3]
+    bad["category_id"] = 99
+    path = tmp_path / "unknown_category.json"
+    path.write_text(json.dumps(data))
+    name = "test_bad_input_unknown_category"
+    register_coco_instances(name, {}, str(path), os.path.join(synthetic_root, "synthetic_coco", "val"))
+    try:
+        cfg = small_cfg("DATASETS.TEST", f"('{name}',)")
+        with pytest.raises(ValueError, match=rf"unknown_category\.json.*annotation {bad['id']} .*category_id 99"):
+            train_net.Trainer.build_test_loader(cfg, name)
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+
+
+def test_min_size_test_and_ims_per_batch_are_checked_where_they_are_read(synthetic_root):
+    """INPUT.MIN_SIZE_TEST < 0 (0 is detectron2's "no resize"): predictors and the test
+    mapper; SOLVER.IMS_PER_BATCH 0 or not a multiple of the processes: the train loader."""
+    from mobileinst.data import build_test_mapper, check_batch_size
+    from mobileinst.predictor import check_predictor_config
+
+    cfg = small_cfg("INPUT.MIN_SIZE_TEST", "-5")
+    for build in (lambda: check_predictor_config(cfg), lambda: build_test_mapper(cfg, "test_synthetic_coco_val")):
+        with pytest.raises(ValueError, match=r"INPUT.MIN_SIZE_TEST is -5; expected an int > 0 .* or 0"):
+            build()
+    check_predictor_config(small_cfg("INPUT.MIN_SIZE_TEST", "0"))
+    with pytest.raises(ValueError, match=r"SOLVER.IMS_PER_BATCH is 0; expected an int >= 1"):
+        check_batch_size(small_cfg("SOLVER.IMS_PER_BATCH", "0"), 1)
+    with pytest.raises(ValueError, match=r"SOLVER.IMS_PER_BATCH is 6 but training runs 4 processes"):
+        check_batch_size(small_cfg("SOLVER.IMS_PER_BATCH", "6"), 4)
+    import train_net
+
+    with pytest.raises(ValueError, match=r"SOLVER.IMS_PER_BATCH is 0"):
+        train_net.Trainer(small_cfg("SOLVER.IMS_PER_BATCH", "0"))
 
 
 # --------------------------------------------------------------------------- annotations without a mask

@@ -226,20 +226,6 @@ def test_export_with_matrix_nms(tmp_path):
     assert report["parity"]["keyframe"]["scores"] < 1e-3 and report["parity"]["keyframe"]["class_scores"] < 1e-3
 
 
-def test_export_removes_an_earlier_exports_int8_graphs(tmp_path):
-    """Re-exporting a graph into the same folder removes its old *_int8.onnx / .xml / .bin
-    (the OpenVINO backend would take an old IR over the new graph); other graphs' stay."""
-    from mobileinst.export import export
-
-    stale = [tmp_path / f"image_int8{ext}" for ext in (".onnx", ".xml", ".bin")]
-    other = tmp_path / "mask_head_int8.xml"
-    for p in stale + [other]:
-        p.write_bytes(b"old")
-    export(small_cfg(), str(tmp_path), 64, 64, graphs=("image", "keyframe"), torchscript=False)
-    assert (tmp_path / "image.onnx").exists() and not any(p.exists() for p in stale)
-    assert other.read_bytes() == b"old"
-
-
 def test_export_with_a_seaformer_backbone(tmp_path):
     """The SeaFormer backbone (squeeze-axial attention, position tables resampled to the
     input's rows and columns) exports and matches PyTorch. Its DROP_PATH_RATE 0.1 also

@@ -187,6 +187,9 @@ def test_export_meta_round_trip(tmp_path):
     (lambda d: d.pop("nms_sigma"), "field 'nms_sigma' is missing"),
     (lambda d: d.pop("multi_class"), "field 'multi_class' is missing"),
     (lambda d: d.update(max_detections=0), "field 'max_detections' is 0"),
+    (lambda d: d.pop("files"), "field 'files' is missing"),  # an export from before the hashes
+    (lambda d: d.update(files={"a.onnx": {"sha256": "x", "bytes": 1, "precision": "fp32"}}), "field 'files'"),
+    (lambda d: d.update(class_names=["a"]), "field 'class_names' has 1 entries but 'num_classes' is 2"),
 ])
 def test_export_meta_reader_names_the_file_and_the_field(tmp_path, edit, match):
     from mobileinst_core.export_meta import read_export_meta, write_export_meta

@@ -21,7 +21,7 @@ from detectron2.modeling import build_model
 
 from mobileinst_core.frames import check_frame
 
-from .data import check_num_classes
+from .data import check_min_size_test, check_num_classes
 from .utils.checkpoint import load_weights
 from .utils.fuse import fuse_conv_bn
 
@@ -29,10 +29,11 @@ __all__ = ["MobileInstPredictor", "check_predictor_config"]
 
 
 def check_predictor_config(cfg):
-    """What a predictor checks before it builds anything: INPUT.FORMAT, and
-    NUM_CLASSES against ``DATASETS.TEST[0]`` (whose metadata names the classes)."""
+    """What a predictor checks before it builds anything: INPUT.FORMAT, INPUT.MIN_SIZE_TEST
+    and NUM_CLASSES against ``DATASETS.TEST[0]`` (whose metadata names the classes)."""
     if cfg.INPUT.FORMAT not in ("RGB", "BGR"):
         raise ValueError(f"INPUT.FORMAT is {cfg.INPUT.FORMAT!r}; expected 'RGB' or 'BGR'")
+    check_min_size_test(cfg)
     if len(cfg.DATASETS.TEST):
         check_num_classes(cfg, [cfg.DATASETS.TEST[0]], load=False)
 

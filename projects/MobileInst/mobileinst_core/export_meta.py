@@ -20,13 +20,21 @@ Layout (json)::
      "mask_threshold", "cls_threshold", "max_detections", "multi_class", "nms_sigma",
      "video": {TrackerSettings fields except mask_threshold,
                "nonkey_input_size": [h, w], "nonkey_padded_size": [h', w']},
-     "weights": str}
+     "weights": str,
+     "files": {file name: {"sha256": hex, "bytes": int, "precision": "fp32"|"int8"}}}
+
+"files" lists every graph file of the export (ONNX, TorchScript, int8, OpenVINO IR,
+ncnn): the runtime opens only files listed there and checks each one's size and
+sha256 when it opens it (:func:`verify_file`), so a graph of another export, a
+stale file or a damaged copy is refused with the file and the field named.
 """
 import dataclasses
+import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from .files import atomic_write_json
 from .online_tracker import TrackerSettings, is_int, is_real
@@ -55,6 +63,9 @@ class ExportMeta:
     nonkey_input_size: Tuple[int, int]  # input of nonkeyframe.onnx (VIDEO.NONKEY_SCALE)
     nonkey_padded_size: Tuple[int, int]
     weights: str  # MODEL.WEIGHTS
+    # graph file name -> {"sha256", "bytes", "precision"} (:func:`file_record`); the export
+    # fills it in once every graph is written (:func:`record_files`)
+    files: Dict[str, dict] = dataclasses.field(default_factory=dict)
 
     @property
     def mask_threshold(self) -> float:
@@ -81,6 +92,7 @@ class ExportMeta:
             "nms_sigma": self.nms_sigma,
             "video": video,
             "weights": self.weights,
+            "files": {name: dict(rec) for name, rec in sorted(self.files.items())},
         }
 
 
@@ -95,6 +107,17 @@ def _triple(v):
 
 def _optional_list(kind):
     return lambda v: v is None or (isinstance(v, (list, tuple)) and all(kind(x) for x in v))
+
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+PRECISIONS = ("fp32", "int8")
+
+
+def _file_entry(name, rec) -> bool:
+    return (isinstance(name, str) and name == os.path.basename(name) and not name.startswith(".")
+            and name != META_FILE and isinstance(rec, dict) and set(rec) == {"sha256", "bytes", "precision"}
+            and isinstance(rec["sha256"], str) and bool(_SHA256.match(rec["sha256"]))
+            and is_int(rec["bytes"]) and rec["bytes"] >= 0 and rec["precision"] in PRECISIONS)
 
 
 # field -> (check, what it must be, convert)
@@ -116,6 +139,9 @@ _TOP = {
     "nms_sigma": (lambda v: is_real(v) and v >= 0, "a number >= 0", float),
     "video": (lambda v: isinstance(v, dict), "an object", dict),
     "weights": (lambda v: isinstance(v, str), "a str", str),
+    "files": (lambda v: isinstance(v, dict) and all(_file_entry(k, r) for k, r in v.items()),
+              '{file name: {"sha256": 64 hex digits, "bytes": int >= 0, "precision": "fp32" or "int8"}}',
+              lambda v: {k: dict(r) for k, r in v.items()}),
 }
 # the video settings: TrackerSettings' fields (but mask_threshold, above) and the non-keyframe graph's sizes
 _VIDEO = {
@@ -145,6 +171,10 @@ def parse_export_meta(data: dict, path: str = META_FILE) -> ExportMeta:
     if not isinstance(data, dict):
         raise ValueError(f"'{path}': expected a json object, got {type(data).__name__}")
     top = _fields(data, _TOP, path)
+    for field in ("class_names", "category_ids"):
+        if top[field] is not None and len(top[field]) != top["num_classes"]:
+            raise ValueError(f"'{path}': field '{field}' has {len(top[field])} entries but 'num_classes' is "
+                             f"{top['num_classes']}; expected one per class")
     video = _fields(top.pop("video"), _VIDEO, path, "video.")
     nonkey_input_size, nonkey_padded_size = video.pop("nonkey_input_size"), video.pop("nonkey_padded_size")
     tracker = TrackerSettings(mask_threshold=top.pop("mask_threshold"), **video)
@@ -172,3 +202,54 @@ def read_export_meta(model_dir: str) -> ExportMeta:
         except json.JSONDecodeError as e:
             raise ValueError(f"'{path}' is not valid json: {e}") from e
     return parse_export_meta(data, path)
+
+
+# ---------------------------------------------------------------------------- the graph files
+def precision_of(name: str) -> str:
+    """"int8" for the quantized graphs (``*_int8.*``), else "fp32"."""
+    return "int8" if "_int8." in name else "fp32"
+
+
+def file_record(path: str) -> dict:
+    """{"sha256", "bytes", "precision"} of a graph file (hashlib, 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return {"sha256": h.hexdigest(), "bytes": os.path.getsize(path), "precision": precision_of(os.path.basename(path))}
+
+
+def record_files(model_dir: str) -> ExportMeta:
+    """Rewrite ``model_dir``'s export_meta.json with "files": every file in the folder
+    (but export_meta.json and hidden temporary names) with its hash and size."""
+    meta = read_export_meta(model_dir)
+    names = sorted(n for n in os.listdir(model_dir) if n != META_FILE and not n.startswith(".")
+                   and os.path.isfile(os.path.join(model_dir, n)))
+    meta = dataclasses.replace(meta, files={n: file_record(os.path.join(model_dir, n)) for n in names})
+    write_export_meta(model_dir, meta)
+    return meta
+
+
+def verify_file(model_dir: str, meta: ExportMeta, name: str) -> str:
+    """The path of graph file ``name`` of the export in ``model_dir``, after checking that
+    export_meta.json lists it and that its size and sha256 are those listed; else
+    ``FileNotFoundError`` / ``ValueError`` naming the file and the field."""
+    path = os.path.join(model_dir, name)
+    meta_path = os.path.join(model_dir, META_FILE)
+    rec = meta.files.get(name)
+    if rec is None:
+        raise ValueError(f"'{path}' is not one of the files of this export ('{meta_path}' field 'files' lists "
+                         f"{sorted(meta.files) or 'none'}): a file from another export is not used; re-export "
+                         "with tools/export.py (--ncnn for the ncnn graphs, --quantize for the int8 ones)")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"'{path}' does not exist, but '{meta_path}' field 'files' lists it; "
+                                "the export folder is incomplete: re-export with tools/export.py")
+    size = os.path.getsize(path)
+    if size != rec["bytes"]:
+        raise ValueError(f"'{path}' has {size} bytes but '{meta_path}' field 'files.{name}.bytes' is "
+                         f"{rec['bytes']}: the file is not this export's (or is damaged); re-export")
+    actual = file_record(path)["sha256"]
+    if actual != rec["sha256"]:
+        raise ValueError(f"'{path}' has sha256 {actual[:16]}... but '{meta_path}' field 'files.{name}.sha256' is "
+                         f"{rec['sha256'][:16]}...: the file is not this export's (or is damaged); re-export")
+    return path

@@ -79,46 +79,94 @@ def check_source(source: Union[str, int]):
         raise FileNotFoundError(f"Video '{source}' does not exist")
 
 
-def iter_frames(source: Union[str, int]) -> Iterator[Tuple[int, np.ndarray]]:
-    """Yield (index, BGR frame) from a video file, a folder of frames or a camera index."""
-    if isinstance(source, int) or (isinstance(source, str) and source.isdigit()):
-        cap = cv2.VideoCapture(int(source))
+class IncompleteInputError(OSError):
+    """A video file ended before the frames its container announces; raised after the
+    output of the frames read was written (:meth:`FrameSource.check_complete`)."""
+
+
+class FrameSource:
+    """The frames of a video file, a folder of frames or a camera index: iterate for
+    (index, BGR frame). Errors (nothing to read, a frame file that does not decode)
+    are raised when iterating, naming the input.
+
+    A video file whose frames stop decoding partway (a truncated copy) ends the
+    iteration where decoding stops; afterwards :attr:`shortfall` says how many frames
+    were read against the count the container announces (None when all were read,
+    or for a folder or a camera, which announce none)."""
+
+    def __init__(self, source: Union[str, int]):
+        self.source = source
+        self.read = 0  # frames yielded so far
+        self.announced = None  # the container's frame count (video files)
+
+    @property
+    def name(self) -> str:
+        s = self.source
+        return f"camera {s}" if isinstance(s, int) or (isinstance(s, str) and s.isdigit()) else f"'{s}'"
+
+    @property
+    def shortfall(self):
+        if self.announced and self.read < self.announced:
+            return (f"Input {self.name}: read {self.read} of the {self.announced} frames its container announces "
+                    "(frames stopped decoding: a truncated or damaged file?)")
+        return None
+
+    def check_complete(self, output=None):
+        """Raise :class:`IncompleteInputError` with :attr:`shortfall` if the frames stopped
+        before the count the container announces; ``output`` (the files written for the
+        frames read) is named in the message."""
+        if self.shortfall:
+            written = f"; the output holds the {self.read} frames read: {', '.join(map(str, output[:2]))}" \
+                if output else ""
+            raise IncompleteInputError(self.shortfall + written)
+
+    def __iter__(self) -> Iterator[Tuple[int, np.ndarray]]:
+        source = self.source
+        if isinstance(source, int) or (isinstance(source, str) and source.isdigit()):
+            cap = cv2.VideoCapture(int(source))
+            if not cap.isOpened():
+                raise OSError(f"Cannot open camera {source}")
+            yield from self._read_capture(cap)
+            return
+        if os.path.isdir(source):
+            files = sorted(f for f in os.listdir(source) if f.lower().endswith(IMAGE_EXTENSIONS))
+            if not files:
+                raise FileNotFoundError(f"Folder '{source}' holds no frames ({', '.join(IMAGE_EXTENSIONS)})")
+            for i, f in enumerate(files):
+                path = os.path.join(source, f)
+                frame = cv2.imread(path, cv2.IMREAD_COLOR)
+                if frame is None:
+                    raise OSError(f"Cannot decode frame '{path}'")
+                self.read = i + 1
+                yield i, frame
+            return
+        if not os.path.exists(source):
+            raise FileNotFoundError(f"Video '{source}' does not exist")
+        cap = cv2.VideoCapture(source)
         if not cap.isOpened():
-            raise OSError(f"Cannot open camera {source}")
-        yield from _read_capture(cap, f"camera {source}")
-        return
-    if os.path.isdir(source):
-        files = sorted(f for f in os.listdir(source) if f.lower().endswith(IMAGE_EXTENSIONS))
-        if not files:
-            raise FileNotFoundError(f"Folder '{source}' holds no frames ({', '.join(IMAGE_EXTENSIONS)})")
-        for i, f in enumerate(files):
-            path = os.path.join(source, f)
-            frame = cv2.imread(path, cv2.IMREAD_COLOR)
-            if frame is None:
-                raise OSError(f"Cannot decode frame '{path}'")
-            yield i, frame
-        return
-    if not os.path.exists(source):
-        raise FileNotFoundError(f"Video '{source}' does not exist")
-    cap = cv2.VideoCapture(source)
-    if not cap.isOpened():
-        raise OSError(f"Cannot decode video '{source}'")
-    yield from _read_capture(cap, source)
+            raise OSError(f"Cannot decode video '{source}'")
+        self.announced = max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT))) or None
+        yield from self._read_capture(cap)
+
+    def _read_capture(self, cap) -> Iterator[Tuple[int, np.ndarray]]:
+        try:
+            while True:
+                ok, frame = cap.read()
+                if not ok:
+                    break
+                self.read += 1
+                yield self.read - 1, frame
+        finally:
+            cap.release()
+        if self.read == 0:
+            raise OSError(f"Cannot decode any frame of {self.name}")
 
 
-def _read_capture(cap, name) -> Iterator[Tuple[int, np.ndarray]]:
-    i = 0
-    try:
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            yield i, frame
-            i += 1
-    finally:
-        cap.release()
-    if i == 0:
-        raise OSError(f"Cannot decode any frame of '{name}'")
+def iter_frames(source: Union[str, int]) -> FrameSource:
+    """(index, BGR frame) from a video file, a folder of frames or a camera index
+    (a :class:`FrameSource`: after the last frame, its ``shortfall`` tells a
+    truncated file)."""
+    return FrameSource(source)
 
 
 def video_fps(source, default: float = 10.0) -> float:

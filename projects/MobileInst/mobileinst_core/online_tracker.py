@@ -202,6 +202,11 @@ class OnlineTracker:
         classes = self.book.mean_class_scores()[slots].argmax(-1) if len(slots) else np.zeros(0, np.int64)
         return TrackedFrame(masks, boxes, slots, self.slot_scores[slots], classes)
 
+    def top_tracks(self):
+        """The top ``max_tracks`` (slot, class, score) of the frames seen so far
+        (:meth:`TrackBook.top_tracks`); needs no ``keep_results``."""
+        return self.book.top_tracks()
+
     def ytvis_result(self, video_id=None) -> dict:
         """The YouTube-VIS prediction of the frames seen so far.
 

@@ -5,7 +5,7 @@ Per slot, class scores averaged over keyframes (MinVIS); per frame, the RLEs of
 the slots above the track threshold; the YouTube-VIS result = the top
 ``max_tracks`` (slot, class) pairs.
 """
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import numpy as np
 
@@ -42,21 +42,26 @@ class TrackBook:
         rles = mask_util.encode(arr)
         self.results.append({int(s): r for s, r in zip(slots, rles)})
 
+    def top_tracks(self) -> List[Tuple[int, int, float]]:
+        """The top ``max_tracks`` (slot, class (contiguous), score) pairs by class score
+        averaged over keyframes, best first; needs no per-frame masks (a writer that
+        streams them, :class:`mobileinst_core.ytvis_json.YtvisJsonStream`, takes these)."""
+        if self.class_sum is None:
+            return []
+        mean = self.mean_class_scores()
+        num_classes = mean.shape[1]
+        flat = mean.ravel()
+        order = np.argsort(-flat, kind="stable")[:min(self.max_tracks, flat.size)]
+        return [(*divmod(int(i), num_classes), float(flat[i])) for i in order]
+
     def ytvis_result(self, video_id=None) -> dict:
         """{"video_id", "tracks": [{"score", "category_id" (contiguous), "track_id", "segmentations"}]}."""
         if not self.keep_results:
             raise RuntimeError("keep_results=False: no per-frame masks were kept")
         tracks = []
-        if self.class_sum is not None:
-            mean = self.mean_class_scores()
-            num_classes = mean.shape[1]
-            flat = mean.ravel()
-            k = min(self.max_tracks, flat.size)
-            order = np.argsort(-flat, kind="stable")[:k]
-            for i in order:
-                slot, cls = divmod(int(i), num_classes)
-                segs = [frame.get(slot) for frame in self.results]
-                if all(s is None for s in segs):
-                    continue
-                tracks.append({"score": float(flat[i]), "category_id": cls, "track_id": slot, "segmentations": segs})
+        for slot, cls, score in self.top_tracks():
+            segs = [frame.get(slot) for frame in self.results]
+            if all(s is None for s in segs):
+                continue
+            tracks.append({"score": score, "category_id": cls, "track_id": slot, "segmentations": segs})
         return {"video_id": video_id, "tracks": tracks}

@@ -22,6 +22,13 @@ is taken too. Files read per backend:
   (``ranking``) that gives the same outputs as the ONNX graph, with the ranking
   settings of export_meta.json (``mobileinst_core.export_meta``). fp32 only.
 
+In an export folder (one with export_meta.json) a graph is opened only if
+export_meta.json's "files" lists each file it reads, with that file's size and
+sha256 (:func:`mobileinst_core.export_meta.verify_file`): a stale graph or one of
+another export is refused, naming the file and the field. A folder of graphs
+without export_meta.json (other models' graphs, ``tools/benchmark_backends.py``)
+is read as it is.
+
 Each library is imported when its backend is first used; a missing one raises
 ImportError naming the package (the extra: ``pip install mobileinst[ncnn]``) to
 install. No torch, no detectron2 here.
@@ -34,7 +41,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from mobileinst_core.export_meta import read_export_meta
+from mobileinst_core.export_meta import META_FILE, read_export_meta, verify_file
 
 __all__ = ["TensorInfo", "Graph", "Backend", "OnnxRuntimeBackend", "OpenVinoBackend", "NcnnBackend", "BACKENDS",
            "get_backend", "open_graph", "available_backends", "read_ncnn_spec"]
@@ -63,6 +70,26 @@ def _check_file(path: str, hint: str):
         raise FileNotFoundError(f"Exported graph '{path}' does not exist; {hint}")
 
 
+def _listed(model_dir: str, name: str) -> bool:
+    """Whether the folder has file ``name``: listed in its export_meta.json's "files"
+    (an export folder), else present (a folder of graphs that is not an export)."""
+    if os.path.exists(os.path.join(model_dir, META_FILE)):
+        return name in read_export_meta(model_dir).files
+    return os.path.exists(os.path.join(model_dir, name))
+
+
+def graph_file(model_dir: str, name: str, hint: str) -> str:
+    """The path of file ``name`` of a graph in ``model_dir``: it must exist
+    (``FileNotFoundError`` with ``hint``) and, in an export folder, be one of the files
+    its export_meta.json lists, with the size and sha256 listed
+    (:func:`mobileinst_core.export_meta.verify_file`)."""
+    path = os.path.join(model_dir, name)
+    _check_file(path, hint)
+    if os.path.exists(os.path.join(model_dir, META_FILE)):
+        verify_file(model_dir, read_export_meta(model_dir), name)
+    return path
+
+
 _ONNX_DTYPES = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32, "tensor(int64)": np.int64,
                 "tensor(int32)": np.int32, "tensor(bool)": np.bool_}
 
@@ -75,6 +102,7 @@ class Graph:
     name = ""
     inputs: List[TensorInfo] = []
     output_names: List[str] = []
+    output_shapes: Dict[str, list] = {}  # where the backend knows them (onnxruntime)
 
     def __call__(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         raise NotImplementedError
@@ -128,6 +156,7 @@ class _OrtGraph(Graph):
         self.inputs = [TensorInfo(i.name, list(i.shape), _ONNX_DTYPES.get(i.type, np.float32))
                        for i in session.get_inputs()]
         self.output_names = [o.name for o in session.get_outputs()]
+        self.output_shapes = {o.name: list(o.shape) for o in session.get_outputs()}
 
     def __call__(self, feeds):
         self._check_feeds(feeds)
@@ -161,7 +190,8 @@ class OnnxRuntimeBackend(Backend):
 
     def open(self, model_dir, graph, threads=0):
         name = _graph_name(graph)
-        return _OrtGraph(self.session(os.path.join(model_dir, f"{name}.onnx"), threads), name)
+        path = graph_file(model_dir, f"{name}.onnx", "run tools/export.py first")
+        return _OrtGraph(self.session(path, threads), name)
 
 
 # ------------------------------------------------------------------ OpenVINO
@@ -230,12 +260,11 @@ class OpenVinoBackend(Backend):
     def open(self, model_dir, graph, threads=0):
         ov = self.load()
         name = _graph_name(graph)
-        path = os.path.join(model_dir, f"{name}.xml")  # an IR: NNCF's int8 graphs (mobileinst.export.openvino)
-        if os.path.exists(path):
-            _check_file(path[: -len(".xml")] + ".bin", f"the weights of '{path}'; run tools/export.py --quantize again")
+        if _listed(model_dir, f"{name}.xml"):  # an IR: NNCF's int8 graphs (mobileinst.export.openvino)
+            path = graph_file(model_dir, f"{name}.xml", "run tools/export.py --quantize again")
+            graph_file(model_dir, f"{name}.bin", f"the weights of '{path}'; run tools/export.py --quantize again")
         else:
-            path = os.path.join(model_dir, f"{name}.onnx")
-            _check_file(path, "run tools/export.py first")
+            path = graph_file(model_dir, f"{name}.onnx", "run tools/export.py first")
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
@@ -355,8 +384,8 @@ class NcnnBackend(Backend):
                              "not in its Python package; use the fp32 graphs or --backend onnxruntime/openvino")
         base = os.path.join(model_dir, f"{name}.ncnn")
         for ext in (".json", ".param", ".bin"):
-            _check_file(base + ext, "export with tools/export.py --ncnn (or call mobileinst.export.export_ncnn "
-                                    "on the export folder)")
+            graph_file(model_dir, f"{name}.ncnn{ext}", "export with tools/export.py --ncnn (or call "
+                                                        "mobileinst.export.export_ncnn on the export folder)")
         spec = read_ncnn_spec(base + ".json")
         # the split image / keyframe graphs rank in numpy with the export's settings
         meta = read_export_meta(model_dir) if spec.get("post") and spec["post"].get("kind") in (

@@ -15,9 +15,11 @@ the same inputs and outputs on each, so the segmenters do not depend on it.
 """
 from typing import Optional
 
+import os
+
 import numpy as np
 
-from mobileinst_core.export_meta import ExportMeta, read_export_meta
+from mobileinst_core.export_meta import META_FILE, ExportMeta, read_export_meta
 from mobileinst_core.frames import Letterbox, check_frame
 from mobileinst_core.masks import paste_masks
 from mobileinst_core.online_tracker import Keyframe, OnlineTracker
@@ -40,6 +42,35 @@ class _GraphInput:
         return paste_masks(mask_probs, self.padded, valid, frame_size, self.threshold)[0]
 
 
+def _mismatch(model_dir, field, value, graph, what):
+    return ValueError(f"'{os.path.join(model_dir, META_FILE)}': field '{field}' is {value} but graph '{graph.name}' "
+                      f"({graph.backend}) {what}: export_meta.json and the graphs are of different exports; "
+                      "re-export with tools/export.py")
+
+
+def check_graph_sizes(model_dir: str, meta: ExportMeta, graph, input_size=None, padded_size=None,
+                      input_field: str = "input_size"):
+    """export_meta.json against what a graph takes: the image input's (height, width)
+    against ``input_size``, the mask features' grid against ``padded_size`` (the padded
+    size over a power-of-two stride), the class scores against num_classes (where the
+    backend knows the output shapes); ``ValueError`` naming the file and the field."""
+    shapes = {i.name: list(i.shape) for i in graph.inputs}
+    if input_size is not None and "image" in shapes:
+        if shapes["image"][-2:] != list(input_size):
+            raise _mismatch(model_dir, input_field, list(input_size), graph, f"takes images of {shapes['image'][-2:]}")
+    if padded_size is not None and "mask_features" in shapes:
+        grid = shapes["mask_features"][-2:]
+        if all(isinstance(g, int) and g > 0 for g in grid):
+            ratios = {p / g for p, g in zip(padded_size, grid)}
+            r = ratios.pop() if len(ratios) == 1 else 0
+            if not (r >= 1 and r == int(r) and int(r) & (int(r) - 1) == 0):
+                raise _mismatch(model_dir, "padded_size", list(padded_size), graph,
+                                f"takes mask features of {grid}, not the padded size over a power-of-two stride")
+    cls = graph.output_shapes.get("class_scores")
+    if cls and isinstance(cls[-1], int) and cls[-1] != meta.num_classes:
+        raise _mismatch(model_dir, "num_classes", meta.num_classes, graph, f"scores {cls[-1]} classes")
+
+
 class ImageSegmenter:
     """The exported image model: frame -> (scores, classes, masks) at the frame size,
     on ``backend``; ``graph``: the image graph's name (``image_int8`` for the int8 one)."""
@@ -48,6 +79,7 @@ class ImageSegmenter:
         self.meta = read_export_meta(model_dir)
         self.backend = get_backend(backend).name
         self.graph = open_graph(model_dir, graph, backend, threads)
+        check_graph_sizes(model_dir, self.meta, self.graph, self.meta.input_size)
         self.input = _GraphInput(self.meta, self.meta.input_size, self.meta.padded_size)
         self.dtype = self.graph.input_dtype("image")
 
@@ -76,14 +108,18 @@ class VideoSegmenter(OnlineTracker):
         self.keyframe = open_graph(model_dir, f"keyframe{suffix}", backend, threads)
         self.nonkeyframe = open_graph(model_dir, f"nonkeyframe{suffix}", backend, threads)
         self.mask_head = open_graph(model_dir, f"mask_head{suffix}", backend, threads)
+        m = self.meta
+        check_graph_sizes(model_dir, m, self.keyframe, m.input_size)
+        check_graph_sizes(model_dir, m, self.nonkeyframe, m.nonkey_input_size, input_field="video.nonkey_input_size")
+        check_graph_sizes(model_dir, m, self.mask_head, padded_size=m.padded_size)
         self.key_input = _GraphInput(self.meta, self.meta.input_size, self.meta.padded_size)
         # VIDEO.NONKEY_SCALE: non-keyframes enter their graph at a smaller size
         self.nonkey_input = _GraphInput(self.meta, self.meta.nonkey_input_size, self.meta.nonkey_padded_size)
         self.dtype = self.keyframe.input_dtype("image")
         self.class_names = self.meta.class_names
         overrides = {}
-        if reuse_interval:
-            overrides["reuse_interval"] = int(reuse_interval)
+        if reuse_interval is not None:  # checked as the export's (an int >= 1)
+            overrides["reuse_interval"] = reuse_interval
         if association is not None:
             overrides["association"] = association
         super().__init__(self.meta.tracker.replace(**overrides), self._run_keyframe, self._frame_masks, keep_results)

@@ -3,7 +3,9 @@
 the training set (annotations without a usable mask dropped) and its loader (the
 sets of DATASETS.TRAIN in the shares of DATASETS.TRAIN_RATIOS), and check
 NUM_CLASSES against it."""
+import contextlib
 import itertools
+import json
 import logging
 from typing import Iterable, List, Optional
 
@@ -49,7 +51,64 @@ def build_train_mapper(cfg, dataset_dicts=None):
     return MobileInstDatasetMapper(cfg, is_train=True, dataset_dicts=dataset_dicts)
 
 
+def check_min_size_test(cfg):
+    """INPUT.MIN_SIZE_TEST is the shorter side at test time: an int > 0, or 0 for no
+    resize (what detectron2's ResizeShortestEdge does with 0); else ``ValueError``
+    naming the key (before: a PIL error at the first image)."""
+    v = cfg.INPUT.MIN_SIZE_TEST
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ValueError(f"INPUT.MIN_SIZE_TEST is {v!r}; expected an int > 0 (the shorter side of test images) "
+                         "or 0 (no resize, as in detectron2)")
+
+
+def check_batch_size(cfg, world_size: int):
+    """SOLVER.IMS_PER_BATCH is the batch over all processes: an int >= 1 divisible by
+    the number of processes; else ``ValueError`` naming the key."""
+    v = cfg.SOLVER.IMS_PER_BATCH
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ValueError(f"SOLVER.IMS_PER_BATCH is {v!r}; expected an int >= 1 (images per iteration over all "
+                         "processes)")
+    if v % world_size:
+        raise ValueError(f"SOLVER.IMS_PER_BATCH is {v} but training runs {world_size} processes (--num-gpus x "
+                         f"--num-machines): expected a multiple of {world_size}")
+
+
+def unknown_category_error(dataset_name: str) -> Optional[ValueError]:
+    """For a COCO-format set (its metadata's ``json_file``) whose annotation has a
+    ``category_id`` that its "categories" do not list (detectron2's loader then raises a
+    KeyError naming neither the file nor the annotation): a ``ValueError`` naming the
+    file and the first such annotation; None if there is none."""
+    json_file = MetadataCatalog.get(dataset_name).get("json_file", None)
+    if not json_file:
+        return None
+    with open(json_file) as f:
+        data = json.load(f)
+    if not isinstance(data, dict) or "annotations" not in data:
+        return None
+    ids = {c.get("id") for c in data.get("categories", [])}
+    for a in data["annotations"]:
+        if a.get("category_id") not in ids:
+            return ValueError(f"'{json_file}' (dataset '{dataset_name}'): annotation {a.get('id')} (image "
+                              f"{a.get('image_id')}) has category_id {a.get('category_id')!r}, which is not one of "
+                              f"the json's categories {sorted(ids, key=str)}")
+    return None
+
+
+@contextlib.contextmanager
+def naming_unknown_categories(dataset_name: str):
+    """Loading ``dataset_name`` within the block: a KeyError of an annotation's unknown
+    category becomes :func:`unknown_category_error`'s ValueError."""
+    try:
+        yield
+    except KeyError as e:
+        err = unknown_category_error(dataset_name)
+        if err is None:
+            raise
+        raise err from e
+
+
 def build_test_mapper(cfg, dataset_name: str):
+    check_min_size_test(cfg)
     if is_video_dataset(dataset_name):
         from .ytvis_mapper import YTVISTestMapper
 
@@ -71,7 +130,8 @@ def get_train_datasets(cfg) -> List[list]:
 
     sets = []
     for name in cfg.DATASETS.TRAIN:
-        dicts = get_detection_dataset_dicts([name], filter_empty=False)
+        with naming_unknown_categories(name):
+            dicts = get_detection_dataset_dicts([name], filter_empty=False)
         if not isinstance(dicts, list):  # a torch Dataset: loaded lazily, nothing to filter here
             sets.append(dicts)
             continue
@@ -113,6 +173,9 @@ def build_train_loader(cfg):
 
     from .sampler import build_train_sampler
 
+    from detectron2.utils import comm
+
+    check_batch_size(cfg, comm.get_world_size())
     sets = get_train_datasets(cfg)
     sampler = build_train_sampler(cfg, [len(s) for s in sets]) if cfg.DATASETS.TRAIN_RATIOS else None
     dataset = _concatenated(sets)
@@ -128,7 +191,8 @@ def dataset_num_classes(dataset_name: str, load: bool = True) -> Optional[int]:
     meta = MetadataCatalog.get(dataset_name)
     classes = meta.get("thing_classes", None)
     if classes is None and load and dataset_name in DatasetCatalog.list():
-        DatasetCatalog.get(dataset_name)
+        with naming_unknown_categories(dataset_name):
+            DatasetCatalog.get(dataset_name)
         classes = meta.get("thing_classes", None)
     return None if classes is None else len(classes)
 

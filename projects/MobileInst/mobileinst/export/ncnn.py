@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mobileinst_core.export_meta import META_FILE, ExportMeta, read_export_meta
+from mobileinst_core.export_meta import META_FILE, ExportMeta, read_export_meta, record_files
 
 from .graphs import GRAPHS, _Base
 
@@ -260,7 +260,8 @@ def export_ncnn(model_dir: str, model: Optional[nn.Module] = None, graphs: Seque
     MatMul in place of its Einsum (:class:`NcnnMaskHead`, ncnn's Einsum is slow).
     The split image / keyframe graphs rank with the settings of the folder's
     export_meta.json (MASK_THRESHOLD, MAX_DETECTIONS, MULTI_CLASS, NMS_SIGMA), which
-    must be ``model``'s. Returns {name: {"files", "converted_whole", "blocked_by"}}."""
+    must be ``model``'s. export_meta.json's "files" is then rewritten with the new files.
+    Returns {name: {"files", "converted_whole", "blocked_by"}}."""
     meta = read_export_meta(model_dir)
     if model is not None:
         check_ranking_settings(model, meta, os.path.join(model_dir, META_FILE))
@@ -290,6 +291,7 @@ def export_ncnn(model_dir: str, model: Optional[nn.Module] = None, graphs: Seque
             spec.update(converted_whole=False, blocked_by=blocked or [])
             report[name] = {"files": _install(res, spec, model_dir, name), "converted_whole": False,
                             "blocked_by": blocked or []}
+    record_files(model_dir)  # export_meta.json lists the new files (the runtime opens only listed ones)
     return report
 
 

@@ -71,6 +71,10 @@ class StreamingPredictor:
         tensor = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
         return self.tracker.step(tensor)
 
+    def top_tracks(self):
+        """(slot, class, score) of the top tracks so far (``OnlineTracker.top_tracks``)."""
+        return [] if self.tracker is None else self.tracker.top_tracks()
+
     def ytvis_result(self, video_id=None):
         if self.tracker is None:
             return {"video_id": video_id, "tracks": []}
