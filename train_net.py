@@ -104,10 +104,12 @@ class Trainer(DefaultTrainer):
         self.register_hooks(self.build_hooks())
 
     def resume_or_load(self, resume=True):
-        """DefaultTrainer.resume_or_load; if it fails, no empty metrics.json of this run
-        is left behind."""
+        """DefaultTrainer.resume_or_load; then every process (on every machine) must
+        start at the same iteration (:func:`mobileinst.engine.check_same_start`). If
+        either fails, no empty metrics.json of this run is left behind."""
         try:
             super().resume_or_load(resume=resume)
+            check_same_start(self.start_iter, self.cfg.OUTPUT_DIR)
         except BaseException:
             self._discard_metrics_file()
             raise
@@ -152,12 +154,6 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_optimizer(cls, cfg, model):
         return build_optimizer(cfg, model)
-
-    def resume_or_load(self, resume=True):
-        """DefaultTrainer.resume_or_load; then every process (on every machine) must
-        start at the same iteration (:func:`mobileinst.engine.check_same_start`)."""
-        super().resume_or_load(resume=resume)
-        check_same_start(self.start_iter, self.cfg.OUTPUT_DIR)
 
     def build_hooks(self):
         """detectron2's hooks, plus SOLVER.EMA, SOLVER.TIME_BUDGET and SOLVER.PROGRESS_BAR.
