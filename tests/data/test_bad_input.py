@@ -671,13 +671,17 @@ def test_demo_checks_input_and_weights_before_creating_the_output(weights, tmp_p
 def test_demo_checks_the_output_before_the_first_frame(weights, tmp_path, synthetic_root, monkeypatch):
     import demo
 
+    from mobileinst_core.frames import FrameSource
+
     read = []
 
-    def frames(source):
-        read.append(source)
-        yield 0, np.zeros((64, 64, 3), np.uint8)
+    class Frames(FrameSource):  # the demo's frame source, recording each frame read
+        def __iter__(self):
+            for item in super().__iter__():
+                read.append(item[0])
+                yield item
 
-    monkeypatch.setattr(demo, "iter_frames", frames)
+    monkeypatch.setattr(demo, "iter_frames", Frames)
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     cfg = small_cfg("MODEL.WEIGHTS", weights["good.pth"])

@@ -202,7 +202,7 @@ def test_tracker_settings_are_one_source():
     meta = {"input_size": [64, 64], "padded_size": [64, 64], "input_format": "RGB", "pixel_mean": [0, 0, 0],
             "pixel_std": [1, 1, 1], "num_classes": 2, "num_queries": 4, "class_names": None, "category_ids": None,
             "mask_threshold": 0.45, "cls_threshold": 0.1, "max_detections": 4, "multi_class": False,
-            "nms_sigma": 0.0, "weights": "",
+            "nms_sigma": 0.0, "weights": "", "files": {},
             "video": {**{k: v for k, v in dataclasses.asdict(settings).items() if k != "mask_threshold"},
                       "nonkey_input_size": [64, 64], "nonkey_padded_size": [64, 64]}}
     assert parse_export_meta(meta).tracker == settings

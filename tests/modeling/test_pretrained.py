@@ -44,6 +44,10 @@ EXPECTED = {
         ("MODEL.WEIGHTS", "output/coco/MobileInst_TopFormer_base_640/model_final.pth"),
     "youtubevis/MobileInst_TopFormer_base_ytvis2021_coco.yaml":
         ("MODEL.WEIGHTS", "output/coco/MobileInst_TopFormer_base_640/model_final.pth"),
+    "youtubevis/MobileInst_TopFormer_base_ytvis2022.yaml":
+        ("MODEL.WEIGHTS", "output/coco/MobileInst_TopFormer_base_640/model_final.pth"),
+    "ovis/MobileInst_TopFormer_base_ovis.yaml":
+        ("MODEL.WEIGHTS", "output/coco/MobileInst_TopFormer_base_640/model_final.pth"),
 }
 
 
@@ -62,7 +66,9 @@ def _cfg(path, *opts):
 
 def test_every_config_names_the_weights_it_starts_from():
     found = {}
-    for sub in ("coco", "lvis", "youtubevis"):
+    for sub in sorted(os.listdir(os.path.join(ROOT, "configs"))):
+        if sub == "synthetic" or not os.path.isdir(os.path.join(ROOT, "configs", sub)):
+            continue
         for name in sorted(os.listdir(os.path.join(ROOT, "configs", sub))):
             found[f"{sub}/{name}"] = start_weights(_cfg(os.path.join(ROOT, "configs", sub, name)))
     assert found == EXPECTED

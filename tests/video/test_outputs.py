@@ -152,27 +152,62 @@ def test_a_failure_after_the_last_frame_keeps_the_earlier_pair(earlier):
     _assert_earlier_pair_kept(out, before)
 
 
+def _stream_until_killed(out):
+    """In a child process (``python test_outputs.py OUT``): a stream that says each frame
+    it has written and waits between frames, until its parent sends SIGTERM."""
+    import sys
+    import time
+
+    tracker = _Tracker()
+
+    def step(frame):
+        result = tracker.step(frame)
+        print(f"step {tracker.i}", flush=True)
+        time.sleep(0.2)
+        return result
+
+    with sigterm_exits():
+        write_tracks(_frames(400), step, tracker.book.top_tracks, out, 5.0)
+    sys.exit(0)
+
+
 def test_sigterm_mid_stream_leaves_the_earlier_pair_or_no_folder(earlier, tmp_path):
+    """``kill`` (SIGTERM) mid-stream, as a user or a service manager sends it to another
+    process: exit status 143, the earlier pair kept, a new folder not left behind."""
+    import subprocess
+    import sys
+
     out, before = earlier
     for folder in (out, tmp_path / "new"):
-        tracker = _Tracker(fail_at=None)
-        tracker.fail_at = 4
-        tracker.step_orig, tracker.fail_at = tracker.step, None
-
-        def step(frame, t=tracker):
-            if t.i == 4:
-                os.kill(os.getpid(), signal.SIGTERM)
-            return t.step_orig(frame)
-
-        with pytest.raises(Terminated) as e, sigterm_exits():
-            write_tracks(_frames(), step, tracker.book.top_tracks, str(folder), 5.0)
-        assert e.value.code == 128 + signal.SIGTERM
+        child = subprocess.Popen([sys.executable, os.path.abspath(__file__), str(folder)], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=os.pathsep.join(
+                                     [os.path.dirname(os.path.dirname(os.path.abspath(__file__))), *sys.path])))
+        for line in child.stdout:
+            if line.strip() == "step 4":
+                child.send_signal(signal.SIGTERM)
+                break
+        _, err = child.communicate(timeout=60)
+        assert child.returncode == 128 + signal.SIGTERM, err
+        assert "Terminated (SIGTERM)" in err
     _assert_earlier_pair_kept(out, before)
     assert not (tmp_path / "new").exists()
-    assert signal.getsignal(signal.SIGTERM) is not None
+
+
+def test_sigterm_exits_restores_the_earlier_handler():
+    earlier = signal.getsignal(signal.SIGTERM)
+    with sigterm_exits():
+        assert signal.getsignal(signal.SIGTERM) is not earlier
+    assert signal.getsignal(signal.SIGTERM) is earlier
+    assert issubclass(Terminated, SystemExit)
 
 
 def test_frames_the_video_writer_cannot_take_name_the_input_and_the_size(tmp_path):
     with pytest.raises(ValueError, match=r"Input 'clip\.avi': frames of 1x1 \(WxH\) cannot be written"):
         _run(tmp_path / "o", _frames(2, 1, 1), input_name="'clip.avi'")
     assert not (tmp_path / "o").exists()
+
+
+if __name__ == "__main__":
+    import sys
+
+    _stream_until_killed(sys.argv[1])
