@@ -1,4 +1,5 @@
 """Shared fixtures: a small synthetic data set and a small model config."""
+import contextlib
 import os
 import sys
 
@@ -82,3 +83,29 @@ def exported(tmp_path_factory, synthetic_root):
     report = export(cfg, str(out / "graphs"), EXPORT_H, EXPORT_W, do_quantize=True,
                     calib_dir=os.path.join(synthetic_root, "synthetic_coco", "val"), ncnn=ncnn)
     return cfg, out / "graphs", report
+
+
+@contextlib.contextmanager
+def catalog_names_set_aside(names):
+    """Within the block, the data set ``names`` are not registered (the registrations
+    made on import are set aside) and the block may register them anew; afterwards
+    what the block registered is removed and the earlier registrations put back."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    saved = {}
+    for n in names:
+        if n in DatasetCatalog.list():
+            saved[n] = (DatasetCatalog[n], MetadataCatalog.get(n).as_dict())
+            DatasetCatalog.remove(n)
+            MetadataCatalog.remove(n)
+    try:
+        yield
+    finally:
+        for n in names:
+            if n in DatasetCatalog.list():
+                DatasetCatalog.remove(n)
+                MetadataCatalog.remove(n)
+        for n, (func, meta) in saved.items():
+            DatasetCatalog.register(n, func)
+            meta.pop("name", None)
+            MetadataCatalog.get(n).set(**meta)

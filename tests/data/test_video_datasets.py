@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pycocotools.mask as mask_util
 import pytest
-from conftest import ROOT
+from conftest import ROOT, catalog_names_set_aside
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from mobileinst.data.datasets import ovis, ytvis
@@ -56,23 +56,10 @@ def write_split(root, image_root, json_path, names, categories, video_names, fra
 def registered(tmp_path):
     """The builtin OVIS and YouTube-VIS splits registered under ``tmp_path`` (the
     registrations made on import put back afterwards)."""
-    names = list(ovis._PREDEFINED_SPLITS_OVIS) + list(ytvis._PREDEFINED_SPLITS_YTVIS)
-    saved = {}
-    for n in names:
-        if n in DatasetCatalog.list():
-            saved[n] = (DatasetCatalog[n], MetadataCatalog.get(n).as_dict())
-            DatasetCatalog.remove(n)
-            MetadataCatalog.remove(n)
-    ovis.register_all_ovis(str(tmp_path))
-    ytvis.register_all_ytvis(str(tmp_path))
-    yield str(tmp_path)
-    for n in names:
-        DatasetCatalog.remove(n)
-        MetadataCatalog.remove(n)
-    for n, (func, meta) in saved.items():
-        DatasetCatalog.register(n, func)
-        meta.pop("name", None)
-        MetadataCatalog.get(n).set(**meta)
+    with catalog_names_set_aside(list(ovis._PREDEFINED_SPLITS_OVIS) + list(ytvis._PREDEFINED_SPLITS_YTVIS)):
+        ovis.register_all_ovis(str(tmp_path))
+        ytvis.register_all_ytvis(str(tmp_path))
+        yield str(tmp_path)
 
 
 def ovis_layout(root):

@@ -259,42 +259,32 @@ class _NoFileAccess:
 
 
 def test_register_all_ytvis_reads_nothing_and_is_idempotent(tmp_path, monkeypatch):
+    from conftest import catalog_names_set_aside
+
     names = list(ytvis._PREDEFINED_SPLITS_YTVIS)
-    saved = {}
-    for n in names:  # temporarily take out registrations made elsewhere (e.g. on import)
-        if n in DatasetCatalog.list():
-            saved[n] = (DatasetCatalog[n], MetadataCatalog.get(n).as_dict())
-            DatasetCatalog.remove(n)
-            MetadataCatalog.remove(n)
     root = str(tmp_path / "does_not_exist")
-    monkeypatch.setattr(ytvis, "PathManager", _NoFileAccess())
-    try:
-        register_all_ytvis(root)
-        register_all_ytvis(root)  # second call skips existing names
-        assert set(names) <= set(DatasetCatalog.list())
-        m19 = MetadataCatalog.get("ytvis_2019_val")
-        assert m19.json_file == os.path.join(root, "ytvis_2019", "valid.json")
-        assert m19.image_root == os.path.join(root, "ytvis_2019", "valid", "JPEGImages")
-        assert m19.thing_classes[0] == "person" and m19.evaluator_type == "ytvis"
-        m21 = MetadataCatalog.get("ytvis_2021_train")
-        assert m21.json_file == os.path.join(root, "ytvis_2021", "train.json")
-        assert m21.thing_classes[0] == "airplane"
-        # 2022: the archive's valid/instances.json, the 2021 categories
-        m22 = MetadataCatalog.get("ytvis_2022_val")
-        assert m22.json_file == os.path.join(root, "ytvis_2022", "valid", "instances.json")
-        assert m22.image_root == os.path.join(root, "ytvis_2022", "valid", "JPEGImages")
-        assert m22.thing_dataset_id_to_contiguous_id == m21.thing_dataset_id_to_contiguous_id
-        assert m22.thing_classes == m21.thing_classes
-        monkeypatch.undo()
-        with pytest.raises(FileNotFoundError, match="ytvis_2021"):
-            DatasetCatalog.get("ytvis_2021_train")
-    finally:
-        monkeypatch.undo()
-        for n in names:
-            if n in DatasetCatalog.list():
-                DatasetCatalog.remove(n)
-                MetadataCatalog.remove(n)
-        for n, (func, meta) in saved.items():
-            DatasetCatalog.register(n, func)
-            meta.pop("name", None)
-            MetadataCatalog.get(n).set(**meta)
+    # registrations made elsewhere (e.g. on import) are set aside meanwhile
+    with catalog_names_set_aside(names):
+        monkeypatch.setattr(ytvis, "PathManager", _NoFileAccess())
+        try:
+            register_all_ytvis(root)
+            register_all_ytvis(root)  # second call skips existing names
+            assert set(names) <= set(DatasetCatalog.list())
+            m19 = MetadataCatalog.get("ytvis_2019_val")
+            assert m19.json_file == os.path.join(root, "ytvis_2019", "valid.json")
+            assert m19.image_root == os.path.join(root, "ytvis_2019", "valid", "JPEGImages")
+            assert m19.thing_classes[0] == "person" and m19.evaluator_type == "ytvis"
+            m21 = MetadataCatalog.get("ytvis_2021_train")
+            assert m21.json_file == os.path.join(root, "ytvis_2021", "train.json")
+            assert m21.thing_classes[0] == "airplane"
+            # 2022: the archive's valid/instances.json, the 2021 categories
+            m22 = MetadataCatalog.get("ytvis_2022_val")
+            assert m22.json_file == os.path.join(root, "ytvis_2022", "valid", "instances.json")
+            assert m22.image_root == os.path.join(root, "ytvis_2022", "valid", "JPEGImages")
+            assert m22.thing_dataset_id_to_contiguous_id == m21.thing_dataset_id_to_contiguous_id
+            assert m22.thing_classes == m21.thing_classes
+            monkeypatch.undo()
+            with pytest.raises(FileNotFoundError, match="ytvis_2021"):
+                DatasetCatalog.get("ytvis_2021_train")
+        finally:
+            monkeypatch.undo()

@@ -227,11 +227,7 @@ def generate_ytvis(
     T = int(num_frames)
     if T < 1:
         raise ValueError("num_frames must be >= 1")
-    json_path = ytvis_json_path(out_dir, split)
-    root = os.path.join(out_dir, split, "JPEGImages")
-    os.makedirs(root, exist_ok=True)
-    if os.path.exists(json_path):
-        os.remove(json_path)
+    json_path, root = _start_ytvis_split(out_dir, split)
     videos, annotations = [], []
     for idx in range(int(num_videos)):
         rng = _rng(seed, 2, split, idx)
@@ -245,6 +241,17 @@ def generate_ytvis(
         annotations.extend(anns)
     _write_ytvis_json(json_path, root, videos, annotations, seed, split)
     return json_path
+
+
+def _start_ytvis_split(out_dir: str, split: str):
+    """(json path, frame root) of a YouTube-VIS split; the frame root is created and an
+    existing json removed first, so that a crash never leaves a json over other frames."""
+    json_path = ytvis_json_path(out_dir, split)
+    root = os.path.join(out_dir, split, "JPEGImages")
+    os.makedirs(root, exist_ok=True)
+    if os.path.exists(json_path):
+        os.remove(json_path)
+    return json_path, root
 
 
 def _write_video(root: str, video_id: int, frames, tracks, first_ann_id: int):
@@ -297,11 +304,7 @@ def generate_showcase(out_dir: str, seed: int = 0, image_size: Tuple[int, int] =
     H, W = _check_size(image_size)
     if int(num_frames) < 2:
         raise ValueError("num_frames must be >= 2")
-    json_path = ytvis_json_path(out_dir, SHOWCASE_SPLIT)
-    root = os.path.join(out_dir, SHOWCASE_SPLIT, "JPEGImages")
-    os.makedirs(root, exist_ok=True)
-    if os.path.exists(json_path):
-        os.remove(json_path)
+    json_path, root = _start_ytvis_split(out_dir, SHOWCASE_SPLIT)
     frames, tracks = make_showcase_video(_rng(seed, 3, SHOWCASE_SPLIT, 0), H, W, int(num_frames))
     tracks = [(c, v) for c, v in tracks if any(x is not None for x in v)]
     video, annotations = _write_video(root, 1, frames, tracks, 1)

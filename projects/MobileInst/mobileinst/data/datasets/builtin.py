@@ -72,6 +72,7 @@ def register_all_synthetic(root: str, prefix: str = "synthetic"):
             MetadataCatalog.get(name).set(
                 json_file=json_file, image_root=image_root, evaluator_type="coco", **synthetic_metadata()
             )
+    for split in ("train", "val", SHOWCASE_SPLIT):
         name = f"{prefix}_ytvis_{split}"
         if name not in DatasetCatalog.list():
             register_ytvis_instances(
@@ -80,14 +81,6 @@ def register_all_synthetic(root: str, prefix: str = "synthetic"):
                 os.path.join(root, "synthetic_ytvis", "annotations", f"{split}.json"),
                 os.path.join(root, "synthetic_ytvis", split, "JPEGImages"),
             )
-    name = f"{prefix}_ytvis_{SHOWCASE_SPLIT}"
-    if name not in DatasetCatalog.list():
-        register_ytvis_instances(
-            name,
-            _get_ytvis_metadata(SYNTHETIC_CATEGORIES),
-            os.path.join(root, "synthetic_ytvis", "annotations", f"{SHOWCASE_SPLIT}.json"),
-            os.path.join(root, "synthetic_ytvis", SHOWCASE_SPLIT, "JPEGImages"),
-        )
     name = f"{prefix}_coco2ytvis_train"
     if name not in DatasetCatalog.list():
         register_pseudo_video_instances(name, f"{prefix}_coco_train", SYNTHETIC_COCO_TO_YTVIS, SYNTHETIC_CATEGORIES)
