@@ -133,8 +133,8 @@ def test_two_machines_train_in_lockstep_resume_and_evaluate_once(synthetic_root,
     assert log0.count("Saving checkpoint to") == 1 and "Saving checkpoint to" not in log1
     # evaluation: both ranks run inference on their shares, the results come out once, on rank 0
     assert "Start inference on" in log0 and "Start inference on" in log1
-    assert log0.count("Evaluation results for segm") == 1 and "Evaluation results for segm" not in log1
-    assert "Evaluation results for segm" in logs[0] and "Evaluation results for segm" not in logs[1]
+    assert log0.count("copypaste: Task: segm") == 1 and "copypaste: Task: segm" not in log1
+    assert "copypaste: Task: segm" in logs[0] and "copypaste: Task: segm" not in logs[1]
 
     # --resume: both machines start at iteration 3 from model_final's weights, in lockstep again
     probe = tmp_path / "probe2"
@@ -142,4 +142,4 @@ def test_two_machines_train_in_lockstep_resume_and_evaluate_once(synthetic_root,
     _two_machines(args + ["--resume", "SOLVER.MAX_ITER", "5"], synthetic_root, probe)
     resumed = _check_lockstep(probe, 3, 4, images_per_rank=2)
     assert resumed[0]["weights"] == first[-1]["weights"]
-    assert (out / "log.txt").read_text().count("Evaluation results for segm") == 2
+    assert (out / "log.txt").read_text().count("copypaste: Task: segm") == 2
