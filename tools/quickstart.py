@@ -51,7 +51,7 @@ from mobileinst.engine.threads import available_cores  # noqa: E402
 from mobileinst.predictor import MobileInstPredictor  # noqa: E402
 from mobileinst.utils.checkpoint import MobileInstCheckpointer  # noqa: E402
 from mobileinst.utils.cli import config_argument_parser, parse_with_overrides  # noqa: E402
-from mobileinst_core.files import atomic_write_json  # noqa: E402
+from mobileinst_core.files import atomic_path, atomic_write_json  # noqa: E402
 from machine import machine_info  # noqa: E402  (tools/machine.py)
 from train_net import Trainer  # noqa: E402
 
@@ -214,8 +214,8 @@ def save_visualizations(cfg, out_dir, num=8, score_threshold=0.3):
         gap = np.full((panels[0].shape[0], 8, 3), 255, np.uint8)
         out = np.concatenate([panels[0], gap, panels[1]], 1)[:, :, ::-1]
         path = os.path.join(out_dir, os.path.basename(d["file_name"]).rsplit(".", 1)[0] + ".png")
-        cv2.imwrite(path + ".tmp.png", out)
-        os.replace(path + ".tmp.png", path)
+        with atomic_path(path) as tmp:
+            cv2.imwrite(tmp, out)
     return out_dir
 
 
@@ -231,9 +231,8 @@ def save_config(cfg, weights):
     out.defrost()
     out.MODEL.WEIGHTS = weights
     path = os.path.join(cfg.OUTPUT_DIR, CONFIG_FILE)
-    with open(path + ".tmp", "w") as f:
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
         f.write(out.dump())
-    os.replace(path + ".tmp", path)
     return path
 
 
@@ -361,8 +360,8 @@ def save_strip(video_path, path, num=STRIP_FRAMES, width=1200):
     gap = np.full((frames[0].shape[0], 6, 3), 255, np.uint8)
     strip = np.concatenate([x for f in frames for x in (f, gap)][:-1], 1)
     strip = cv2.resize(strip, (width, round(strip.shape[0] * width / strip.shape[1])), interpolation=cv2.INTER_AREA)
-    cv2.imwrite(path + ".tmp.png", strip)
-    os.replace(path + ".tmp.png", path)
+    with atomic_path(path) as tmp:
+        cv2.imwrite(tmp, strip)
     return path
 
 

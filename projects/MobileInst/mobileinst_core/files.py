@@ -132,9 +132,6 @@ class Staged:
         self.files[final] = temp_name(final)
         return self.files[final]
 
-    def temp(self, final: str) -> str:
-        return self.files[os.path.abspath(os.fspath(final))]
-
     def commit(self):
         for final, tmp in self.files.items():
             if not os.path.isfile(tmp):
