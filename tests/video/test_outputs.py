@@ -207,6 +207,22 @@ def test_frames_the_video_writer_cannot_take_name_the_input_and_the_size(tmp_pat
     assert not (tmp_path / "o").exists()
 
 
+
+def test_a_full_disk_under_atomic_write_json_names_the_file_once(tmp_path, monkeypatch):
+    """The sync that fails is reported once, naming the final file (not the temporary one)."""
+    import mobileinst_core.files as files
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(files.os, "fsync", no_space)
+    with pytest.raises(OSError) as info:
+        files.atomic_write_json(str(tmp_path / "a.json"), {"x": 1})
+    message = str(info.value)
+    assert message.count("Cannot write") == 1 and message.count("disk is full") == 1
+    assert f"'{tmp_path / 'a.json'}'" in message
+    assert os.listdir(tmp_path) == []
+
 if __name__ == "__main__":
     import sys
 

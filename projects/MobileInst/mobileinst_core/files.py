@@ -35,9 +35,9 @@ def atomic_path(path: str):
     try:
         try:
             yield tmp
-            fsync_file(tmp)
         except OSError as e:
             raise write_error(e, path) from e
+        fsync_file(tmp, path)
         os.replace(tmp, path)
     except BaseException:
         _remove(tmp)
@@ -79,8 +79,9 @@ def _remove(path: str):
         pass
 
 
-def fsync_file(path: str):
-    """Flush ``path``'s data to the disk; ``OSError`` naming it if that fails."""
+def fsync_file(path: str, name: Optional[str] = None):
+    """Flush ``path``'s data to the disk; if that fails, ``OSError`` naming ``name``
+    (the final name of a temporary ``path``), else ``path``."""
     try:
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -88,7 +89,7 @@ def fsync_file(path: str):
         finally:
             os.close(fd)
     except OSError as e:
-        raise write_error(e, path) from e
+        raise write_error(e, name or path) from e
 
 
 def fsync_dir(path: str):
@@ -136,7 +137,7 @@ class Staged:
         for final, tmp in self.files.items():
             if not os.path.isfile(tmp):
                 raise FileNotFoundError(f"Cannot commit '{final}': its temporary file '{tmp}' was not written")
-            fsync_file(tmp)
+            fsync_file(tmp, final)
         aside: Dict[str, str] = {}
         done = []
         try:
