@@ -8,8 +8,8 @@
 Only what the model needs is added to the stock trainer: AdamW with parameter
 groups and gradient clipping (``mobileinst.engine``), MobileInst's dataset
 mappers, the evaluator chosen by the dataset's ``evaluator_type``, and the
-optional EMA and time-budget hooks (SOLVER.EMA,
-SOLVER.TIME_BUDGET). Checkpoints are read as data and
+optional EMA, time-budget and progress-bar hooks (SOLVER.EMA,
+SOLVER.TIME_BUDGET, SOLVER.PROGRESS_BAR). Checkpoints are read as data and
 must fit the model (``MobileInstCheckpointer``); the weights training starts
 from (MODEL.WEIGHTS, else the backbone's ImageNet file) are checked before
 anything is built, and NUM_CLASSES against every training and test set before
@@ -51,6 +51,7 @@ from mobileinst.data import (  # noqa: E402
 )
 from mobileinst.engine import (  # noqa: E402
     ModelEMA,
+    ProgressBar,
     TimeBudget,
     build_optimizer,
     check_same_start,
@@ -155,7 +156,7 @@ class Trainer(DefaultTrainer):
         return build_optimizer(cfg, model)
 
     def build_hooks(self):
-        """detectron2's hooks, plus SOLVER.EMA and SOLVER.TIME_BUDGET.
+        """detectron2's hooks, plus SOLVER.EMA, SOLVER.TIME_BUDGET and SOLVER.PROGRESS_BAR.
 
         The EMA hook comes before the checkpointer (model_final holds the averaged
         weights); the time budget after the LR scheduler (it replaces the schedule)."""
@@ -167,6 +168,8 @@ class Trainer(DefaultTrainer):
         if s.TIME_BUDGET > 0:
             at = next(i for i, h in enumerate(ret) if isinstance(h, hooks.LRScheduler))
             ret.insert(at + 1, TimeBudget(s.TIME_BUDGET, self._scheduler_for))
+        if s.PROGRESS_BAR:
+            ret.append(ProgressBar())
         return ret
 
     def _scheduler_for(self, max_iter):

@@ -46,7 +46,7 @@ from detectron2.utils.visualizer import ColorMode, Visualizer  # noqa: E402
 
 from mobileinst import add_mobileinst_config  # noqa: E402
 from mobileinst.data.synthetic import generate_all  # noqa: E402
-from mobileinst.engine import ProgressBar, launch, split_cpu_threads  # noqa: E402
+from mobileinst.engine import launch, split_cpu_threads  # noqa: E402
 from mobileinst.engine.threads import available_cores  # noqa: E402
 from mobileinst.predictor import MobileInstPredictor  # noqa: E402
 from mobileinst.utils.checkpoint import MobileInstCheckpointer  # noqa: E402
@@ -74,6 +74,7 @@ def _part_config(args, config_file, part, max_iter, step_fractions, opts, weight
         cfg.SOLVER.STEPS = _steps(max_iter, step_fractions)
     else:
         cfg.SOLVER.TIME_BUDGET = float(budget_s)
+    cfg.SOLVER.PROGRESS_BAR = True
     if args.device:
         cfg.MODEL.DEVICE = args.device
     if args.num_workers is not None:
@@ -110,7 +111,6 @@ def _train_here(cfg):
     generator (process k: SEED + k) as detectron2's default_setup does in train_net.py."""
     seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + comm.get_rank())
     trainer = Trainer(cfg)
-    trainer.register_hooks([ProgressBar()])  # a tqdm bar with the ETA, after detectron2's hooks
     trainer.resume_or_load(resume=False)
     start = time.perf_counter()
     trainer.train()

@@ -8,7 +8,7 @@ from detectron2.config import get_cfg
 from fvcore.nn import sigmoid_focal_loss
 
 from mobileinst import add_mobileinst_config
-from mobileinst.criterion import SetCriterion, dice_loss, mask_iou, projection_loss
+from mobileinst.criterion import SetCriterion, dice_loss, mask_iou
 from mobileinst.criterion.matcher import HungarianMatcher, batch_indices, pairwise_dice
 
 BIG = 20.0
@@ -103,46 +103,6 @@ def test_dice_loss_by_hand():
     t = torch.tensor([[1.0, 0.0, 1.0, 0.0]])
     assert dice_loss(_logits(t), t) < 1e-4
     assert dice_loss(_logits(1 - t), t) > 0.99
-
-
-def test_projection_loss_by_hand():
-    """The dice of the x and y max-projections: a far pixel costs what it adds to
-    the mask's box; a missing pixel inside the box costs nothing (dice does)."""
-    target = torch.zeros(1, 6, 6)
-    target[0, 1:4, 1:4] = 1  # a 3x3 square: projections 3 of 6 on each axis
-    assert projection_loss(_logits(target), target) < 1e-4
-    far = target.clone()
-    far[0, 5, 5] = 1  # one pixel at another row and column
-    # x: prediction 4 ones, target 3, overlap 3 -> 1 - 6/7; the same on y
-    torch.testing.assert_close(projection_loss(_logits(far), target), torch.tensor(2 * (1 - 6 / 7)), atol=1e-4,
-                               rtol=1e-4)
-    # the same pixel costs the full-mask dice far less: 1 - 18/19
-    assert dice_loss(_logits(far), target) < 0.4 * projection_loss(_logits(far), target)
-    holed = target.clone()
-    holed[0, 2, 2] = 0  # the box and so the projections unchanged
-    assert projection_loss(_logits(holed), target) < 1e-4 < dice_loss(_logits(holed), target)
-    # probabilities 0.5 everywhere: each projection 0.5 over 6 cells against 3 ones
-    half = torch.zeros(1, 6, 6)
-    expected = 2 * (1 - (2 * 1.5 + 1e-4) / (6 * 0.25 + 3 + 1e-4))
-    torch.testing.assert_close(projection_loss(half, target), torch.tensor(expected))
-
-
-def test_projection_term_in_the_criterion():
-    """LOSS.MASK_PROJECTION_WEIGHT > 0 adds "loss_mask_proj" (weighted, / instances)
-    to L_mask, also in ``mask_only`` (the passed branch); 0 leaves the paper's L_mask."""
-    outputs, targets = _problem(perfect=False)
-    assert "loss_mask_proj" not in SetCriterion(_cfg())(outputs, targets)
-    crit = SetCriterion(_cfg("MODEL.MOBILEINST.LOSS.MASK_PROJECTION_WEIGHT", "3.0"))
-    losses, matched = crit.set_losses(outputs, targets, return_indices=True)
-    b, q = batch_indices(matched)
-    tgt = torch.cat([t["masks"][j] for t, (_, j) in zip(targets, matched)])
-    expected = 3.0 * projection_loss(outputs["pred_masks"][b, q], tgt) / 3
-    torch.testing.assert_close(losses["loss_mask_proj"], expected)
-    assert losses["loss_mask_proj"] > 1.0
-    only = crit.set_losses({"pred_masks": outputs["pred_masks"]}, targets, matched, mask_only=True)
-    assert set(only) == {"loss_mask_dice", "loss_mask_bce", "loss_mask_proj"}
-    good = crit(*_problem(perfect=True))
-    assert good["loss_mask_proj"] < 1e-3
 
 
 def test_mask_iou_by_hand():

@@ -104,10 +104,6 @@ def add_mobileinst_config(cfg):
     mi.LOSS.MASK_DICE_WEIGHT = 2.0
     mi.LOSS.MASK_PIXEL_WEIGHT = 2.0
     mi.LOSS.OBJECTNESS_WEIGHT = 1.0
-    # Beyond the paper (0: off): a third term of L_mask, BoxInst's projection
-    # loss (the dice of the masks' x and y max-projections), which penalises
-    # mask pixels outside the target's box (criterion.set_criterion).
-    mi.LOSS.MASK_PROJECTION_WEIGHT = 0.0
     # With PooledClassDualInstanceDecoder: cross-entropy of the pooled class head
     # on features averaged inside each ground-truth mask (no matching involved).
     mi.LOSS.POOLED_CLASS_WEIGHT = 1.0
@@ -207,3 +203,5 @@ def add_mobileinst_config(cfg):
     # measured speed sets MAX_ITER to the iterations that fit, and STEPS keep
     # their fractions of the config's MAX_ITER (mobileinst.engine.TimeBudget).
     cfg.SOLVER.TIME_BUDGET = 0.0
+    # A tqdm progress bar with the ETA on the main process.
+    cfg.SOLVER.PROGRESS_BAR = False

@@ -7,12 +7,6 @@ the paper's L = w_cls L_cls + L_mask + w_obj L_obj with L_mask = w_dice L_dice +
 * "loss_cls", L_cls: sigmoid focal loss over all N queries (unmatched ones are negatives);
 * "loss_mask_dice" and "loss_mask_bce", the two terms of L_mask: dice and
   pixel-wise BCE on the matched queries;
-* "loss_mask_proj" (beyond the paper; LOSS.MASK_PROJECTION_WEIGHT > 0): a third
-  term of L_mask, BoxInst's projection loss on the matched queries: the dice of
-  the mask's max-projections onto the x and the y axis against the target's
-  (:func:`projection_loss`). The projections span the mask's box, so a far
-  blob of a few pixels costs as much as the object's width, where dice and
-  BCE over all pixels hardly see it;
 * "loss_obj", L_obj: BCE between the objectness logit and the IoU of the matched
   query's binarised mask with its target (IoU-aware objectness).
 
@@ -51,17 +45,6 @@ def dice_loss(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return (1 - (numerator + 1e-4) / (denominator + 1e-4)).sum()
 
 
-def projection_loss(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """BoxInst's projection loss (Tian et al., CVPR 2021), summed over rows:
-    :func:`dice_loss` of the max-projections of the (K, h, w) mask logits
-    ``inputs`` onto the x axis (K, w) and the y axis (K, h) against those of
-    the (K, h, w) ``targets``. The max of the logits is the logit of the max of
-    the probabilities (the sigmoid is monotonic)."""
-    x = dice_loss(inputs.amax(-2), targets.amax(-2))
-    y = dice_loss(inputs.amax(-1), targets.amax(-1))
-    return x + y
-
-
 @torch.no_grad()
 def mask_iou(pred_logits: torch.Tensor, targets: torch.Tensor, threshold: float = 0.4) -> torch.Tensor:
     """IoU of binarised predictions (sigmoid > threshold) with targets (> 0.5), per row."""
@@ -77,11 +60,9 @@ class SetCriterion(nn.Module):
     def __init__(self, *, num_classes: int, matcher: HungarianMatcher, class_weight: float,
                  dice_weight: float, pixel_weight: float, objectness_weight: float,
                  focal_alpha: float, focal_gamma: float, iou_threshold: float,
-                 pooled_class_weight: float, dense_class_weight: float, projection_weight: float = 0.0):
+                 pooled_class_weight: float, dense_class_weight: float):
         """
         Args:
-            projection_weight: LOSS.MASK_PROJECTION_WEIGHT, the weight of
-                :func:`projection_loss` in L_mask (0: off, the paper's L_mask).
             pooled_class_weight: LOSS.POOLED_CLASS_WEIGHT, the weight of the
                 pooled class head's cross-entropy on ground-truth masks (0: off).
             dense_class_weight: LOSS.DENSE_CLASS_WEIGHT, the weight of its MLP's
@@ -96,8 +77,6 @@ class SetCriterion(nn.Module):
             "loss_mask_bce": pixel_weight,
             "loss_obj": objectness_weight,
         }
-        if projection_weight > 0:
-            self.weights["loss_mask_proj"] = float(projection_weight)
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
         self.iou_threshold = iou_threshold
@@ -119,7 +98,6 @@ class SetCriterion(nn.Module):
             "iou_threshold": c.LOSS.IOU_MASK_THRESHOLD,
             "pooled_class_weight": c.LOSS.POOLED_CLASS_WEIGHT,
             "dense_class_weight": c.LOSS.DENSE_CLASS_WEIGHT,
-            "projection_weight": c.LOSS.MASK_PROJECTION_WEIGHT,
         }
 
     def forward(self, outputs: Dict[str, torch.Tensor], targets: List[dict],
@@ -175,7 +153,7 @@ class SetCriterion(nn.Module):
             weighted losses: loss_cls, loss_mask_dice, loss_mask_bce, loss_obj (or
             the two of L_mask); with ``return_indices``, (losses, M).
         """
-        terms = tuple(k for k in self.weights if k.startswith("loss_mask")) if mask_only else tuple(self.weights)
+        terms = ("loss_mask_dice", "loss_mask_bce") if mask_only else tuple(self.weights)
         # Matching and losses in float32, also under mixed precision
         # (SOLVER.AMP.ENABLED): sums over the pixels of a mask overflow float16.
         with torch.autocast(device_type=outputs["pred_masks"].device.type, enabled=False):
@@ -214,8 +192,6 @@ class SetCriterion(nn.Module):
             tgt_masks = torch.cat([t["masks"][j] for t, (_, j) in zip(targets, indices)]).to(src_masks.dtype)
             losses["loss_mask_dice"] = dice_loss(src_masks, tgt_masks) / num
             losses["loss_mask_bce"] = F.binary_cross_entropy_with_logits(src_masks, tgt_masks, reduction="mean")
-            if "loss_mask_proj" in terms:
-                losses["loss_mask_proj"] = projection_loss(src_masks, tgt_masks) / num
             if with_obj:
                 ious = mask_iou(src_masks, tgt_masks, self.iou_threshold)
                 obj = outputs["pred_objectness"][b_idx, q_idx]
@@ -223,7 +199,7 @@ class SetCriterion(nn.Module):
         else:
             # keep every parameter in the graph (DDP) with zero-valued losses
             zero = masks.sum() * 0.0 + (outputs["pred_objectness"].sum() * 0.0 if with_obj else 0.0)
-            losses.update({k: zero for k in terms if k != "loss_cls"})
+            losses.update({k: zero for k in ("loss_mask_dice", "loss_mask_bce", "loss_obj") if k in terms})
         return losses
 
     # ------------------------------------------------------------ pooled class head
