@@ -207,7 +207,6 @@ def test_frames_the_video_writer_cannot_take_name_the_input_and_the_size(tmp_pat
     assert not (tmp_path / "o").exists()
 
 
-
 def test_a_full_disk_under_atomic_write_json_names_the_file_once(tmp_path, monkeypatch):
     """The sync that fails is reported once, naming the final file (not the temporary one)."""
     import mobileinst_core.files as files
@@ -222,6 +221,7 @@ def test_a_full_disk_under_atomic_write_json_names_the_file_once(tmp_path, monke
     assert message.count("Cannot write") == 1 and message.count("disk is full") == 1
     assert f"'{tmp_path / 'a.json'}'" in message
     assert os.listdir(tmp_path) == []
+
 
 if __name__ == "__main__":
     import sys
